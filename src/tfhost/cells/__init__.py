@@ -1,0 +1,46 @@
+"""The isolation boundary: where a servable runs.
+
+A cell presents the Servable interface plus the artifact it opened. The inline cell
+runs the servable in this process; the process cell runs it in a worker process.
+The Host does not care which.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from tfhost.servable import Servable
+from tfhost.specs import Artifact, LoadOptions
+
+if TYPE_CHECKING:
+    from tfhost.settings import WorkerSettings
+
+
+class Isolation(enum.Enum):
+    INLINE = "inline"  # in this process: fastest, shares memory and fate with the host
+    PROCESS = "process"  # in a worker process: memory returns on unload, crashes contained
+
+
+class Cell(Servable, Protocol):
+    artifact: Artifact
+
+
+def open_cell(
+    isolation: Isolation,
+    name: str,
+    path: Path,
+    version: int | None,
+    options: LoadOptions,
+    worker: WorkerSettings,
+    group: str | None = None,
+) -> Cell:
+    """Detect and load the artifact at ``path`` in a cell of the given isolation."""
+    if isolation is Isolation.INLINE:
+        from tfhost.cells.inline import open_inline
+
+        return open_inline(name, path, version, options)
+    from tfhost.cells.process import open_process
+
+    return open_process(name, path, version, options, worker, group)

@@ -1,0 +1,37 @@
+"""Opening artifacts: ``detect`` names the format, ``load`` returns a Servable.
+
+Each format has exactly one loader; nothing here knows about hosts, versions or
+processes. TensorFlow is imported on the first ``load`` or SavedModel ``detect``, not on import,
+so the host side of a process-isolated model never pays for it.
+"""
+
+from __future__ import annotations
+
+from tfhost.formats.detect import detect
+from tfhost.servable import Servable
+from tfhost.specs import Artifact, Format, LoadOptions
+
+__all__ = ["detect", "load"]
+
+
+def load(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
+    """Open ``artifact`` the way its format needs. Raises FormatError or LoadError."""
+    from tfhost.formats.common import preload
+
+    preload(name, options.preload)
+    fmt, path, extra = artifact.format, artifact.path, options.format_options
+    if fmt is Format.TF1_SAVED_MODEL:
+        from tfhost.formats.graph import load_tf1_saved_model
+
+        return load_tf1_saved_model(name, path, extra)
+    if fmt is Format.FROZEN_GRAPH:
+        from tfhost.formats.graph import load_frozen_graph
+
+        return load_frozen_graph(name, path, extra)
+    if fmt in (Format.KERAS, Format.KERAS_H5):
+        from tfhost.formats.keras import load_keras
+
+        return load_keras(name, path, fmt, options.custom_objects, extra)
+    from tfhost.formats.eager import load_saved_model
+
+    return load_saved_model(name, path, fmt, extra)

@@ -1,0 +1,100 @@
+"""What every loader shares: TensorFlow import, dtype names, preload, error translation."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from tfhost.errors import FormatError, LoadError
+from tfhost.specs import TensorSpec
+
+# TensorFlow's and Keras' loaders keep process-global state (Keras name uniquing,
+# tf_keras' global session, the op registry) that is not safe to mutate from two
+# threads at once. Loads serialize on this lock; running models never takes it.
+LOAD_LOCK = threading.RLock()
+
+
+def dtype_name(dtype: Any) -> str:
+    return str(tf.as_dtype(dtype).name)
+
+
+def shape_tuple(shape: Any) -> tuple[int | None, ...] | None:
+    shape = tf.TensorShape(shape)
+    if shape.rank is None:
+        return None
+    return tuple(shape.as_list())
+
+
+def spec_from_tensor_info(name: str, info: Any) -> TensorSpec:
+    """A TensorSpec from a SignatureDef's TensorInfo proto."""
+    if info.tensor_shape.unknown_rank:
+        shape: tuple[int | None, ...] | None = None
+    else:
+        shape = tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
+    return TensorSpec(name=name, dtype=dtype_name(info.dtype), shape=shape)
+
+
+def preload(model: str, items: tuple[str, ...]) -> None:
+    """Import modules and load op libraries that the model's graph needs."""
+    for item in items:
+        try:
+            if item.endswith(".so") or os.sep in item:
+                tf.load_op_library(str(Path(item).resolve()))
+            else:
+                importlib.import_module(item)
+        except Exception as exc:
+            raise LoadError(
+                f"model {model!r}: preload {item!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+_MISSING_OP = re.compile(r"Op type not registered '([^']+)'")
+_MISSING_OBJECT = re.compile(
+    r"(?:Could not locate (?:class|function) |Unknown (?:layer|object|activation|loss|"
+    r"metric|optimizer|initializer|regularizer|constraint)(?: type)?:?\s*)'?([\w.>-]+)'?"
+)
+
+
+def translate_load_error(model: str, path: Path, exc: BaseException) -> Exception:
+    """Turn a TensorFlow/Keras load failure into a tfhost error that says what to do."""
+    text = str(exc)
+    if match := _MISSING_OP.search(text):
+        return LoadError(
+            f"model {model!r} at {path}: the graph uses op {match.group(1)!r}, which is not "
+            f"registered in this process. Load the library that defines it first: "
+            f"Host.load(..., preload=['path/to/ops.so' or 'python.module'])"
+        )
+    if match := _MISSING_OBJECT.search(text):
+        name = match.group(1)
+        return LoadError(
+            f"model {model!r} at {path}: it uses the custom object {name!r}, which is not "
+            f"available. Pass it when loading: Host.load(..., custom_objects={{{name!r}: "
+            f"{name.split('>')[-1]}}}), or preload the module that registers it"
+        )
+    if isinstance(exc, (LoadError, FormatError)):
+        return exc
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return FormatError(
+        f"model {model!r}: could not load {path}: {type(exc).__name__}: {first_line[:500]}"
+    )
+
+
+@contextmanager
+def loading(model: str, path: Path) -> Iterator[None]:
+    """Serialize a load and translate whatever TensorFlow raises."""
+    with LOAD_LOCK:
+        try:
+            yield
+        except (LoadError, FormatError):
+            raise
+        except Exception as exc:
+            raise translate_load_error(model, path, exc) from exc
+

@@ -1,0 +1,152 @@
+"""Naming an artifact's format from what is on disk, without loading it."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from tfhost.errors import FormatError, NotFound
+from tfhost.specs import Artifact, Format
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+_EXPECTED = (
+    "a SavedModel directory (saved_model.pb), a Keras .keras or .h5 file, a frozen GraphDef "
+    ".pb file, or a directory of numeric version folders holding one of these"
+)
+
+
+def versions_in(path: Path) -> tuple[int, ...]:
+    """Numeric version folders under ``path`` (TensorFlow Serving's layout), ascending."""
+    if not path.is_dir():
+        return ()
+    return tuple(sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()))
+
+
+def resolve_version(path: Path, version: int | None) -> tuple[int, Path]:
+    """The version number and folder to load from ``path``.
+
+    A directory of numeric version folders (TensorFlow Serving's layout) gives
+    ``version`` or its highest; any other artifact is ``version``, or 1.
+    """
+    versions = () if _is_saved_model_dir(path) else versions_in(path)
+    if not versions:
+        return (1 if version is None else version), path
+    chosen = versions[-1] if version is None else version
+    if chosen not in versions:
+        raise NotFound(f"{path} has versions {list(versions)}, not version {chosen}")
+    return chosen, path / str(chosen)
+
+
+def detect(path: str | Path, version: int | None = None) -> Artifact:
+    """Name the format of the artifact at ``path``.
+
+    A directory of numeric version folders resolves to ``version``, or the highest one.
+    Raises ``NotFound`` when nothing is there and ``FormatError`` when what is there is
+    not a model tfhost reads.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"no artifact at {path}")
+    versions = () if _is_saved_model_dir(path) else versions_in(path)
+    chosen, inner = resolve_version(path, version)
+    return Artifact(inner, _detect_one(inner), chosen, versions)
+
+
+def _is_saved_model_dir(path: Path) -> bool:
+    return any((path / name).is_file() for name in _SAVED_MODEL_FILES)
+
+
+def _detect_one(path: Path) -> Format:
+    if path.is_dir():
+        if _is_saved_model_dir(path):
+            return _saved_model_kind(path)
+        raise FormatError(f"{path}: directory without saved_model.pb; expected {_EXPECTED}")
+    if path.name in _SAVED_MODEL_FILES:
+        return _saved_model_kind(path.parent)
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK"):
+        return _keras_zip_kind(path)
+    if head == _HDF5_MAGIC:
+        return _h5_kind(path)
+    if path.suffix in (".pb", ".graphdef"):
+        _parse_graph_def(path)
+        return Format.FROZEN_GRAPH
+    raise FormatError(f"{path}: unknown file type (starts with {head!r}); expected {_EXPECTED}")
+
+
+def _keras_zip_kind(path: Path) -> Format:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except zipfile.BadZipFile as exc:
+        raise FormatError(f"{path}: corrupt zip archive ({exc}); expected a Keras .keras file")
+    if "config.json" not in names:
+        raise FormatError(
+            f"{path}: zip archive without config.json; expected a Keras .keras file"
+        )
+    return Format.KERAS
+
+
+def _h5_kind(path: Path) -> Format:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            has_config = "model_config" in f.attrs
+    except OSError as exc:
+        raise FormatError(f"{path}: corrupt HDF5 file ({exc})") from None
+    if not has_config:
+        raise FormatError(
+            f"{path}: HDF5 file holds weights only (no model_config); expected a whole "
+            f"Keras model saved with model.save('model.h5')"
+        )
+    return Format.KERAS_H5
+
+
+def _read_saved_model(directory: Path):  # type: ignore[no-untyped-def]
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    pb = directory / "saved_model.pb"
+    try:
+        if pb.is_file():
+            proto.ParseFromString(pb.read_bytes())
+        else:
+            from google.protobuf import text_format
+
+            text_format.Parse((directory / "saved_model.pbtxt").read_text(), proto)
+    except Exception as exc:
+        raise FormatError(f"{pb}: corrupt SavedModel protobuf ({type(exc).__name__}: {exc})")
+    if not proto.meta_graphs:
+        raise FormatError(f"{pb}: SavedModel without any MetaGraph")
+    return proto
+
+
+def _saved_model_kind(directory: Path) -> Format:
+    if (directory / "keras_metadata.pb").is_file():
+        return Format.KERAS_SAVED_MODEL
+    proto = _read_saved_model(directory)
+    graph = proto.meta_graphs[0].object_graph_def
+    # TF1 SavedModels carry no object graph; TF2 ones have a root with children.
+    if len(graph.nodes) <= 1:
+        return Format.TF1_SAVED_MODEL
+    root_children = {child.local_name for child in graph.nodes[0].children}
+    if {"_all_variables", "_misc_assets"} <= root_children:
+        return Format.KERAS_EXPORT
+    return Format.TF2_SAVED_MODEL
+
+
+def _parse_graph_def(path: Path):  # type: ignore[no-untyped-def]
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.framework import graph_pb2
+
+    graph_def = graph_pb2.GraphDef()
+    try:
+        graph_def.ParseFromString(path.read_bytes())
+    except DecodeError as exc:
+        raise FormatError(f"{path}: not a GraphDef protobuf ({exc})") from None
+    if not graph_def.node:
+        raise FormatError(f"{path}: GraphDef without any node; expected a frozen graph")
+    return graph_def

@@ -1,0 +1,458 @@
+"""The Host: the registry of models and versions, and the only owner of their state.
+
+Thread safety: every public method may be called from any thread. ``_lock`` guards
+``_models`` and every ``_Version`` field; loading, running and closing a cell happen
+outside it, so a slow load never blocks predictions on other models.
+
+Guarantees:
+1. A version is AVAILABLE only once its cell can serve; only AVAILABLE versions serve.
+2. A handle keeps its servable alive: unload waits until every handle is released.
+3. Every state change goes through ``check_transition`` and is delivered, in order,
+   to every subscriber.
+4. A failed load leaves the version FAILED with its error and every other model serving.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from tfhost.cells import Cell, Isolation, open_cell
+from tfhost.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    InputError,
+    InternalError,
+    NotFound,
+    TfhostError,
+    Unavailable,
+)
+from tfhost.formats.detect import resolve_version
+from tfhost.settings import HostSettings
+from tfhost.specs import Format, LoadOptions, SignatureSpec
+from tfhost.state import Event, State, VersionId, check_transition
+from tfhost.validation import check_inputs
+
+DEFAULT_SIGNATURE = "serving_default"
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_model_name(name: object) -> str:
+    """Model names are safe as path segments and URL parts: no '/', no '..'."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name) or ".." in name:
+        raise InputError(
+            f"invalid model name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit, without '..'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A snapshot of one model version."""
+
+    name: str
+    version: int
+    state: State
+    isolation: Isolation
+    path: Path
+    format: Format | None = None
+    error: str | None = None
+    signatures: Mapping[str, SignatureSpec] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "state": self.state.value,
+            "isolation": self.isolation.value,
+            "path": str(self.path),
+            "format": None if self.format is None else self.format.value,
+            "error": self.error,
+            "signatures": {k: v.to_dict() for k, v in self.signatures.items()},
+        }
+
+
+class _Version:
+    """One model version's record. Every field is guarded by ``Host._lock``."""
+
+    __slots__ = ("cell", "error", "id", "isolation", "path", "refs", "state")
+
+    def __init__(self, vid: VersionId, path: Path, isolation: Isolation) -> None:
+        self.id = vid
+        self.path = path
+        self.isolation = isolation
+        self.state = State.START
+        self.error: TfhostError | None = None
+        self.cell: Cell | None = None
+        self.refs = 0
+
+    def info(self) -> ModelInfo:
+        cell = self.cell
+        return ModelInfo(
+            name=self.id.model,
+            version=self.id.version,
+            state=self.state,
+            isolation=self.isolation,
+            path=self.path,
+            format=None if cell is None else cell.format,
+            error=None if self.error is None else str(self.error),
+            signatures={} if cell is None else dict(cell.signatures),
+        )
+
+
+class Handle:
+    """A claim on an AVAILABLE servable: it stays loaded until ``release``.
+
+    Use as a context manager. Not for sharing between threads after release.
+    """
+
+    __slots__ = ("_entry", "_host", "_released")
+
+    def __init__(self, host: Host, entry: _Version) -> None:
+        self._host = host
+        self._entry = entry
+        self._released = False
+
+    @property
+    def id(self) -> VersionId:
+        return self._entry.id
+
+    @property
+    def signatures(self) -> Mapping[str, SignatureSpec]:
+        cell = self._entry.cell
+        assert cell is not None  # set before AVAILABLE, cleared only after END
+        return cell.signatures
+
+    def predict(
+        self, inputs: Mapping[str, Any], *, signature: str = DEFAULT_SIGNATURE
+    ) -> dict[str, np.ndarray]:
+        cell = self._entry.cell
+        assert cell is not None
+        spec = cell.signatures.get(signature)
+        if spec is None:
+            raise NotFound(
+                f"model {self._entry.id.model!r} version {self._entry.id.version} has no "
+                f"signature {signature!r}; it has {sorted(cell.signatures)}"
+            )
+        checked = check_inputs(
+            self._entry.id.model, signature, spec, inputs, check_shapes=cell.static_shapes
+        )
+        return cell.run(signature, checked)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._host._release(self._entry)
+
+    def __enter__(self) -> Handle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+Listener = Callable[[Event], None]
+
+
+class Host:
+    """Loads models side by side, each isolated, and serves predictions.
+
+    ``with Host() as host: host.load("a", path); host.predict("a", {"x": x})``
+    """
+
+    def __init__(self, settings: HostSettings | None = None) -> None:
+        self.settings = settings or HostSettings()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._models: dict[str, dict[int, _Version]] = {}
+        self._closed = False
+        self._listeners: list[Listener] = []
+        self._pending: deque[Event] = deque()  # guarded by _lock
+        self._dispatch = threading.RLock()  # delivers _pending in order; re-entrant for listeners
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def load(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        version: int | None = None,
+        custom_objects: Mapping[str, Any] | None = None,
+        preload: Iterable[str] = (),
+        isolation: str | Isolation | None = None,
+        group: str | None = None,
+        **format_options: Any,
+    ) -> ModelInfo:
+        """Load the artifact at ``path`` as ``name``; return once it is AVAILABLE.
+
+        Raises the load's error (FormatError, LoadError, ...) after recording the
+        version as FAILED; every other model keeps serving.
+        """
+        check_model_name(name)
+        mode = self._isolation(isolation)
+        options = LoadOptions(dict(custom_objects or {}), tuple(preload), dict(format_options))
+        path = Path(path)
+        if not path.exists():
+            raise NotFound(f"model {name!r}: no artifact at {path}")
+        number, version_path = resolve_version(path, version)
+        vid = VersionId(name, number)
+        with self._lock:
+            if self._closed:
+                raise Unavailable("host is closed")
+            entry = self._models.get(name, {}).get(number)
+            if entry is not None and entry.state is not State.FAILED:
+                raise AlreadyExists(
+                    f"model {name!r} version {number} is already {entry.state.value}; "
+                    f"unload it first or load another version"
+                )
+            if entry is None or entry.isolation is not mode or entry.path != version_path:
+                entry = _Version(vid, version_path, mode)
+                self._models.setdefault(name, {})[number] = entry
+            entry.error = None
+            self._move(entry, State.LOADING)
+        self._deliver()
+        try:
+            cell = open_cell(mode, name, version_path, None, options, self.settings.worker, group)
+        except TfhostError as exc:
+            self._fail(entry, exc)
+            raise
+        except Exception as exc:
+            error = InternalError(f"model {name!r}: load failed: {type(exc).__name__}: {exc}")
+            self._fail(entry, error)
+            raise error from exc
+        with self._lock:
+            entry.cell = cell
+            self._move(entry, State.AVAILABLE)
+            closed = self._closed
+            info = entry.info()
+        self._deliver()
+        if closed:  # close() ran while we loaded: do not leak the new cell
+            self.unload(name, number)
+            raise Unavailable("host was closed while loading")
+        return info
+
+    def unload(self, name: str, version: int | None = None, *, timeout: float | None = None) -> None:
+        """Unload one version, or every version of ``name``.
+
+        Waits for loads in progress to finish and for every handle to be released
+        (drain), then closes the cells. ``timeout`` bounds that wait.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            versions = self._models.get(name)
+            if not versions or (version is not None and version not in versions):
+                raise NotFound(self._not_found(name, version))
+            targets = [versions[version]] if version is not None else list(versions.values())
+            for entry in targets:
+                self._wait(lambda e=entry: e.state is not State.LOADING, deadline, entry.id)
+                if entry.state in (State.AVAILABLE, State.FAILED):
+                    self._move(entry, State.UNLOADING)
+            mine = [e for e in targets if e.state is State.UNLOADING]
+            for entry in mine:
+                self._wait(lambda e=entry: e.refs == 0, deadline, entry.id)
+        self._deliver()
+        for entry in mine:
+            if entry.cell is not None:
+                entry.cell.close()
+        with self._lock:
+            for entry in mine:
+                entry.cell = None
+                self._move(entry, State.END)
+                model = self._models.get(entry.id.model, {})
+                if model.get(entry.id.version) is entry:
+                    del model[entry.id.version]
+                if not model:
+                    self._models.pop(entry.id.model, None)
+        self._deliver()
+
+    def close(self) -> None:
+        """Unload every model. Idempotent."""
+        with self._lock:
+            self._closed = True
+            names = list(self._models)
+        for name in names:
+            try:
+                self.unload(name)
+            except NotFound:
+                pass
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- serving -----------------------------------------------------------------
+
+    def acquire(self, name: str, version: int | None = None) -> Handle:
+        """A handle on the AVAILABLE version (the highest one if ``version`` is None)."""
+        with self._lock:
+            versions = self._models.get(name)
+            if version is None and versions:
+                ready = [v for v in versions.values() if v.state is State.AVAILABLE]
+                entry = max(ready, key=lambda v: v.id.version) if ready else None
+                if entry is None:
+                    raise self._unavailable(name, list(versions.values()))
+            else:
+                entry = None if versions is None else versions.get(version)  # type: ignore[arg-type]
+                if entry is None:
+                    raise NotFound(self._not_found(name, version))
+                if entry.state is not State.AVAILABLE:
+                    raise self._unavailable(name, [entry])
+            entry.refs += 1
+        return Handle(self, entry)
+
+    def predict(
+        self,
+        name: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        signature: str = DEFAULT_SIGNATURE,
+    ) -> dict[str, np.ndarray]:
+        """Run ``signature`` of the model on ``inputs`` (name -> array-like)."""
+        handle = self.acquire(name, version)
+        try:
+            return handle.predict(inputs, signature=signature)
+        finally:
+            handle.release()
+
+    # -- introspection -----------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        """Every known model version, sorted by name then version."""
+        with self._lock:
+            return [
+                v.info()
+                for name in sorted(self._models)
+                for _, v in sorted(self._models[name].items())
+            ]
+
+    def status(self, name: str, version: int | None = None) -> list[ModelInfo]:
+        with self._lock:
+            versions = self._models.get(name)
+            if not versions or (version is not None and version not in versions):
+                raise NotFound(self._not_found(name, version))
+            chosen = [versions[version]] if version is not None else list(versions.values())
+            return [v.info() for v in sorted(chosen, key=lambda v: v.id.version)]
+
+    def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """``{"model", "version", "format", "signatures": {sig: {"inputs", "outputs"}}}``."""
+        with self.acquire(name, version) as handle:
+            info = handle._entry.info()
+        return {
+            "model": info.name,
+            "version": info.version,
+            "format": None if info.format is None else info.format.value,
+            "isolation": info.isolation.value,
+            "signatures": {k: v.to_dict() for k, v in info.signatures.items()},
+        }
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` on every state change, in order. Returns unsubscribe."""
+        with self._dispatch:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._dispatch:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def wait_for(
+        self, name: str, version: int, states: Iterable[State], timeout: float | None = None
+    ) -> ModelInfo:
+        """Block until the version is in one of ``states``; DeadlineExceeded after timeout."""
+        wanted = frozenset(states)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def reached() -> bool:
+            entry = self._models.get(name, {}).get(version)
+            state = State.END if entry is None else entry.state
+            return state in wanted
+
+        with self._lock:
+            self._wait(reached, deadline, VersionId(name, version))
+            entry = self._models.get(name, {}).get(version)
+            if entry is None:
+                return ModelInfo(name, version, State.END, Isolation.INLINE, Path())
+            return entry.info()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _isolation(self, isolation: str | Isolation | None) -> Isolation:
+        try:
+            return Isolation(isolation or self.settings.default_isolation)
+        except ValueError:
+            raise InputError(
+                f"unknown isolation {isolation!r}; expected one of "
+                f"{[i.value for i in Isolation]}"
+            ) from None
+
+    def _release(self, entry: _Version) -> None:
+        with self._lock:
+            entry.refs -= 1
+            if entry.refs == 0 and entry.state is State.UNLOADING:
+                self._changed.notify_all()
+
+    def _fail(self, entry: _Version, error: TfhostError) -> None:
+        with self._lock:
+            entry.error = error
+            entry.cell = None
+            self._move(entry, State.FAILED)
+        self._deliver()
+
+    def _move(self, entry: _Version, state: State) -> None:
+        """Transition ``entry``; caller holds ``_lock``."""
+        check_transition(entry.state, state)
+        previous, entry.state = entry.state, state
+        error = entry.error if state is State.FAILED else None
+        self._pending.append(Event(entry.id, previous, state, error, time.monotonic()))
+        self._changed.notify_all()
+
+    def _deliver(self) -> None:
+        """Hand queued events to listeners, outside ``_lock``, in transition order."""
+        with self._dispatch:
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        return
+                    event = self._pending.popleft()
+                for listener in list(self._listeners):
+                    listener(event)
+
+    def _wait(self, predicate: Callable[[], bool], deadline: float | None, vid: VersionId) -> None:
+        """Wait on ``_changed`` (caller holds ``_lock``) until ``predicate`` holds."""
+        while not predicate():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceeded(f"model {vid.model!r} version {vid.version}: timed out")
+            self._changed.wait(remaining)
+
+    def _not_found(self, name: str, version: int | None) -> str:
+        versions = self._models.get(name)
+        if not versions:
+            return f"model {name!r} is not loaded; loaded models: {sorted(self._models)}"
+        return f"model {name!r} has no version {version}; it has {sorted(versions)}"
+
+    @staticmethod
+    def _unavailable(name: str, entries: list[_Version]) -> Unavailable:
+        parts = [
+            f"version {e.id.version} is {e.state.value}" + (f" ({e.error})" if e.error else "")
+            for e in sorted(entries, key=lambda e: e.id.version)
+        ]
+        return Unavailable(f"model {name!r} has no available version: {'; '.join(parts)}")

@@ -1,0 +1,28 @@
+"""The one settings object, built by the caller (or the CLI) and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How a worker process is set up, applied before TensorFlow initialises in it."""
+
+    intra_op_threads: int | None = 1
+    inter_op_threads: int | None = 1
+    cuda_visible_devices: str | None = None
+    gpu_memory_growth: bool = False
+    gpu_memory_limit_mib: int | None = None
+    # Bounded restarts of a worker that died, with exponential backoff between tries.
+    max_restarts: int = 3
+    restart_backoff_s: float = 0.5
+    start_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    default_isolation: str = "inline"
+    # Per-request deadline for process-isolated models; None waits as long as it takes.
+    request_timeout_s: float | None = None
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
