@@ -55,6 +55,33 @@ def write_tf1_saved_model(path: Path, scale: float) -> Path:
     return path
 
 
+def write_half_plus_two(path: Path, scale: float = 1.0) -> Path:
+    """TensorFlow Serving's ``half_plus_two`` test model, rebuilt: ``y = 0.5 * x + 2``.
+
+    As in TF Serving's testdata, ``x`` is not a placeholder but an Identity after
+    ``parse_example``, declared ``[-1, 1]``; TF Serving feeds it a ``[3]`` tensor.
+    ``scale`` multiplies ``a`` so two copies collide with different answers.
+    """
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        a = tf.compat.v1.Variable(0.5 * scale, name="a")
+        b = tf.compat.v1.Variable(2.0, name="b")
+        serialized = tf.compat.v1.placeholder(tf.string, name="tf_example")
+        features = {"x": tf.io.FixedLenFeature([1], dtype=tf.float32)}
+        x = tf.identity(tf.io.parse_example(serialized, features)["x"], name="x")
+        y = tf.add(tf.multiply(a, x), b, name="y")
+        session.run(tf.compat.v1.global_variables_initializer())
+        builder = tf.compat.v1.saved_model.Builder(str(path))
+        predict = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+        builder.add_meta_graph_and_variables(
+            session, ["serve"], signature_def_map={"serving_default": predict}
+        )
+        builder.save()
+    return path
+
+
 def write_frozen_graph(path: Path, scale: float) -> Path:
     import tensorflow as tf
 

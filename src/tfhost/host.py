@@ -35,6 +35,7 @@ from tfhost.errors import (
     NotFound,
     TfhostError,
     Unavailable,
+    WorkerDied,
 )
 from tfhost.formats.detect import resolve_version
 from tfhost.settings import HostSettings
@@ -85,16 +86,25 @@ class ModelInfo:
 class _Version:
     """One model version's record. Every field is guarded by ``Host._lock``."""
 
-    __slots__ = ("cell", "error", "id", "isolation", "path", "refs", "state")
+    __slots__ = (
+        "cell", "error", "group", "id", "isolation", "options", "path", "refs", "restarts",
+        "state",
+    )
 
-    def __init__(self, vid: VersionId, path: Path, isolation: Isolation) -> None:
+    def __init__(
+        self, vid: VersionId, path: Path, isolation: Isolation, options: LoadOptions,
+        group: str | None,
+    ) -> None:
         self.id = vid
         self.path = path
         self.isolation = isolation
+        self.options = options
+        self.group = group
         self.state = State.START
         self.error: TfhostError | None = None
         self.cell: Cell | None = None
         self.refs = 0
+        self.restarts = 0  # worker restarts since the last successful load by the caller
 
     def info(self) -> ModelInfo:
         cell = self.cell
@@ -216,31 +226,76 @@ class Host:
                     f"model {name!r} version {number} is already {entry.state.value}; "
                     f"unload it first or load another version"
                 )
-            if entry is None or entry.isolation is not mode or entry.path != version_path:
-                entry = _Version(vid, version_path, mode)
-                self._models.setdefault(name, {})[number] = entry
-            entry.error = None
+            if entry is not None:  # retire the failed record, and any restart it planned
+                self._move(entry, State.UNLOADING)
+                self._move(entry, State.END)
+            entry = _Version(vid, version_path, mode, options, group)
+            self._models.setdefault(name, {})[number] = entry
             self._move(entry, State.LOADING)
         self._deliver()
-        try:
-            cell = open_cell(mode, name, version_path, None, options, self.settings.worker, group)
-        except TfhostError as exc:
-            self._fail(entry, exc)
-            raise
-        except Exception as exc:
-            error = InternalError(f"model {name!r}: load failed: {type(exc).__name__}: {exc}")
-            self._fail(entry, error)
-            raise error from exc
+        self._open(entry)
         with self._lock:
-            entry.cell = cell
-            self._move(entry, State.AVAILABLE)
             closed = self._closed
             info = entry.info()
-        self._deliver()
         if closed:  # close() ran while we loaded: do not leak the new cell
             self.unload(name, number)
             raise Unavailable("host was closed while loading")
+        if entry.error is not None and info.state is State.FAILED:
+            raise entry.error
         return info
+
+    def _open(self, entry: _Version) -> None:
+        """Open ``entry``'s cell (it is LOADING) and publish AVAILABLE or FAILED."""
+        vid = entry.id
+        try:
+            cell = open_cell(
+                entry.isolation, vid.model, entry.path, None, entry.options,
+                self.settings.worker, entry.group, lambda e: self._cell_died(entry, e),
+            )
+        except TfhostError as exc:
+            self._fail(entry, exc)
+            return
+        except Exception as exc:
+            error = InternalError(f"model {vid.model!r}: load failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._fail(entry, error)
+            return
+        with self._lock:
+            entry.cell = cell
+            entry.error = None
+            self._move(entry, State.AVAILABLE)
+        self._deliver()
+
+    def _cell_died(self, entry: _Version, error: WorkerDied) -> None:
+        """A worker exited: FAILED with its reason, then restart with bounded backoff."""
+        worker = self.settings.worker
+        with self._lock:
+            if entry.state is not State.AVAILABLE:
+                return
+            entry.error = error
+            self._move(entry, State.FAILED)
+            dead, entry.cell = entry.cell, None
+            attempt = entry.restarts
+            entry.restarts += 1
+            retry = not self._closed and attempt < worker.max_restarts
+        self._deliver()
+        if dead is not None:
+            dead.close()
+        if retry:
+            delay = worker.restart_backoff_s * (2**attempt)
+            threading.Thread(
+                target=self._restart, args=(entry, delay), name=f"tfhost-restart-{entry.id}",
+                daemon=True,
+            ).start()
+
+    def _restart(self, entry: _Version, delay: float) -> None:
+        time.sleep(delay)
+        with self._lock:
+            if self._closed or entry.state is not State.FAILED:
+                return
+            self._move(entry, State.LOADING)
+        self._deliver()
+        self._open(entry)
 
     def unload(self, name: str, version: int | None = None, *, timeout: float | None = None) -> None:
         """Unload one version, or every version of ``name``.
@@ -412,7 +467,6 @@ class Host:
     def _fail(self, entry: _Version, error: TfhostError) -> None:
         with self._lock:
             entry.error = error
-            entry.cell = None
             self._move(entry, State.FAILED)
         self._deliver()
 
@@ -451,6 +505,9 @@ class Host:
 
     @staticmethod
     def _unavailable(name: str, entries: list[_Version]) -> Unavailable:
+        if len(entries) == 1 and isinstance(entries[0].error, WorkerDied):
+            died = entries[0].error
+            return WorkerDied(f"{died.message}; it is {entries[0].state.value}", died.exitcode)
         parts = [
             f"version {e.id.version} is {e.state.value}" + (f" ({e.error})" if e.error else "")
             for e in sorted(entries, key=lambda e: e.id.version)

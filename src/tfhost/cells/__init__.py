@@ -8,9 +8,11 @@ The Host does not care which.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from tfhost.errors import WorkerDied
 from tfhost.servable import Servable
 from tfhost.specs import Artifact, LoadOptions
 
@@ -35,12 +37,17 @@ def open_cell(
     options: LoadOptions,
     worker: WorkerSettings,
     group: str | None = None,
+    on_death: Callable[[WorkerDied], None] | None = None,
 ) -> Cell:
-    """Detect and load the artifact at ``path`` in a cell of the given isolation."""
+    """Detect and load the artifact at ``path`` in a cell of the given isolation.
+
+    ``on_death`` is called once, from a monitor thread, if the cell's worker process
+    exits while the cell is open (never for an inline cell, and never after ``close``).
+    """
     if isolation is Isolation.INLINE:
         from tfhost.cells.inline import open_inline
 
         return open_inline(name, path, version, options)
     from tfhost.cells.process import open_process
 
-    return open_process(name, path, version, options, worker, group)
+    return open_process(name, path, version, options, worker, group, on_death)

@@ -1,0 +1,66 @@
+"""Session-wide fixtures: the example artifacts in every format, generated once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from tfhost import Format, Host
+from tfhost.examples import write_example, write_half_plus_two
+
+SCALES = (1.0, 2.0)
+TESTS = Path(__file__).parent
+
+ArtifactMap = dict[tuple[Format, float], Path]
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> ArtifactMap:
+    """Two colliding models per format: same names, weights scaled by 1 and by 2."""
+    root = tmp_path_factory.mktemp("artifacts")
+    return {
+        (fmt, scale): write_example(root / f"{fmt.value}-{scale:g}", fmt, scale)
+        for fmt in Format
+        for scale in SCALES
+    }
+
+
+@pytest.fixture(scope="session")
+def half_plus_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_half_plus_two(tmp_path_factory.mktemp("hp2") / "half_plus_two")
+
+
+@pytest.fixture(scope="session")
+def alone(artifacts: ArtifactMap, tmp_path_factory: pytest.TempPathFactory) -> dict[
+    tuple[Format, float], np.ndarray
+]:
+    """Each artifact's output on SAMPLE_X, loaded alone in a fresh process with plain TF."""
+    out_dir = tmp_path_factory.mktemp("alone")
+
+    def run(key: tuple[Format, float]) -> tuple[tuple[Format, float], np.ndarray]:
+        fmt, scale = key
+        out = out_dir / f"{fmt.value}-{scale:g}.npy"
+        subprocess.run(
+            [sys.executable, str(TESTS / "reference_alone.py"), fmt.value,
+             str(artifacts[key]), str(out)],
+            check=True, capture_output=True, timeout=300,
+        )
+        return key, np.load(out)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return dict(pool.map(run, artifacts))
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    with Host() as h:
+        yield h
