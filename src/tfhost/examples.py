@@ -68,7 +68,7 @@ def write_half_plus_two(path: Path, scale: float = 1.0) -> Path:
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
         a = tf.compat.v1.Variable(0.5 * scale, name="a")
         b = tf.compat.v1.Variable(2.0, name="b")
-        serialized = tf.compat.v1.placeholder(tf.string, name="tf_example")
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="tf_example")
         features = {"x": tf.io.FixedLenFeature([1], dtype=tf.float32)}
         x = tf.identity(tf.io.parse_example(serialized, features)["x"], name="x")
         y = tf.add(tf.multiply(a, x), b, name="y")

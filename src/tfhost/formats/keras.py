@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhost.errors import FormatError, LoadError
-from tfhost.formats.common import _MISSING_OBJECT, loading, translate_load_error
+from tfhost.formats.common import loading
 from tfhost.formats.eager import Entry, FunctionServable, _spec
 from tfhost.specs import Format, SignatureSpec
 
@@ -101,32 +101,39 @@ def load_keras(
     name: str, path: Path, fmt: Format, custom_objects: Mapping[str, Any],
     options: Mapping[str, Any],
 ) -> FunctionServable:
+    safe_mode = bool(options.get("safe_mode", True))
     with loading(name, path):
         if fmt is Format.KERAS:
             model = _keras3().saving.load_model(
                 str(path), custom_objects=dict(custom_objects), compile=False,
-                safe_mode=bool(options.get("safe_mode", True)),
+                safe_mode=safe_mode,
             )
         else:
-            model = _load_h5(name, path, custom_objects)
+            model = _load_h5(name, path, custom_objects, safe_mode)
         return keras_servable(name, fmt, model)
 
 
-def _load_h5(name: str, path: Path, custom_objects: Mapping[str, Any]) -> Any:
+def _load_h5(name: str, path: Path, custom_objects: Mapping[str, Any], safe_mode: bool) -> Any:
     try:
         return _keras3().saving.load_model(
-            str(path), custom_objects=dict(custom_objects), compile=False
+            str(path), custom_objects=dict(custom_objects), compile=False, safe_mode=safe_mode
         )
     except Exception as keras3_error:
-        if _MISSING_OBJECT.search(str(keras3_error)):
-            raise translate_load_error(name, path, keras3_error) from keras3_error
+        reason = str(keras3_error).strip().splitlines()[0][:300]
+        if "safe_mode" in str(keras3_error):
+            # Never route around Keras' refusal to run code stored in the file.
+            raise LoadError(
+                f"model {name!r}: {path} stores Python code (e.g. a Lambda) that Keras refuses "
+                f"to run by default ({reason}). If you trust the file, load it with "
+                f"Host.load(..., safe_mode=False)"
+            ) from keras3_error
         try:
             import tf_keras
         except ImportError:
             raise LoadError(
                 f"model {name!r}: Keras 3 cannot read {path} ({type(keras3_error).__name__}: "
-                f"{str(keras3_error).strip().splitlines()[0][:300]}); it needs tf_keras. "
-                f"Install it with: pip install 'tfhost[legacy]'"
+                f"{reason}). If tf.keras 2 wrote it, install tf_keras: pip install "
+                f"'tfhost[legacy]'; if it names your own class, pass custom_objects"
             ) from keras3_error
         return tf_keras.models.load_model(
             str(path), custom_objects=dict(custom_objects), compile=False
