@@ -40,9 +40,9 @@ def half_plus_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def alone(artifacts: ArtifactMap, tmp_path_factory: pytest.TempPathFactory) -> dict[
-    tuple[Format, float], np.ndarray
-]:
+def alone(
+    artifacts: ArtifactMap, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[Format, float], np.ndarray]:
     """Each artifact's output on SAMPLE_X, loaded alone in a fresh process with plain TF."""
     out_dir = tmp_path_factory.mktemp("alone")
 
@@ -50,9 +50,16 @@ def alone(artifacts: ArtifactMap, tmp_path_factory: pytest.TempPathFactory) -> d
         fmt, scale = key
         out = out_dir / f"{fmt.value}-{scale:g}.npy"
         subprocess.run(
-            [sys.executable, str(TESTS / "reference_alone.py"), fmt.value,
-             str(artifacts[key]), str(out)],
-            check=True, capture_output=True, timeout=300,
+            [
+                sys.executable,
+                str(TESTS / "reference_alone.py"),
+                fmt.value,
+                str(artifacts[key]),
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
         return key, np.load(out)
 

@@ -10,10 +10,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from tfhost.examples import SAMPLE_X  # noqa: E402
+from tfhost.examples import SAMPLE_X
 
 fmt, path, out = sys.argv[1:4]
 if fmt in ("tf2_saved_model", "keras_saved_model", "keras_export"):
@@ -27,7 +27,8 @@ elif fmt == "tf1_saved_model":
         y = session.run(sig.outputs["y"].name, {sig.inputs["x"].name: SAMPLE_X})
 elif fmt == "frozen_graph":
     graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(open(path, "rb").read())
+    with open(path, "rb") as f:
+        graph_def.ParseFromString(f.read())
     graph = tf.Graph()
     with graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")

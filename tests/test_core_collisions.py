@@ -47,9 +47,7 @@ def test_same_names_different_weights_each_returns_its_own(
             host.load(_name(fmt, scale), artifacts[fmt, scale])
             # Loading the second must not change what the first returns.
             for loaded in order[: order.index(scale) + 1]:
-                np.testing.assert_array_equal(
-                    _output(host, _name(fmt, loaded)), alone[fmt, loaded]
-                )
+                np.testing.assert_array_equal(_output(host, _name(fmt, loaded)), alone[fmt, loaded])
 
 
 def test_every_format_at_once_in_one_host(artifacts: ArtifactMap, alone: Alone) -> None:
@@ -131,9 +129,7 @@ def test_keras3_load_model_refuses_the_legacy_savedmodel(
         keras.models.load_model(str(path))
     with Host() as host:
         host.load("legacy", path)
-        np.testing.assert_array_equal(
-            _output(host, "legacy"), alone[Format.KERAS_SAVED_MODEL, 1.0]
-        )
+        np.testing.assert_array_equal(_output(host, "legacy"), alone[Format.KERAS_SAVED_MODEL, 1.0])
 
 
 def test_half_plus_two_takes_a_rank_1_tensor_as_tf_serving_does(half_plus_two: Path) -> None:

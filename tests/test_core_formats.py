@@ -201,9 +201,7 @@ def test_missing_op_is_named_with_the_fix(host: Host, tmp_path: Path) -> None:
     assert "preload=" in str(caught.value)
 
 
-def test_preload_imports_modules_and_reports_failures(
-    host: Host, artifacts: ArtifactMap
-) -> None:
+def test_preload_imports_modules_and_reports_failures(host: Host, artifacts: ArtifactMap) -> None:
     host.load("m", artifacts[Format.TF2_SAVED_MODEL, 1.0], preload=["colorsys"])
     assert "colorsys" in sys.modules
     with pytest.raises(LoadError, match="preload 'tfhost_no_such_module' failed"):
@@ -222,9 +220,7 @@ def legacy_only_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_h5_that_keras3_cannot_read_goes_through_tf_keras(
-    host: Host, legacy_only_h5: Path
-) -> None:
+def test_h5_that_keras3_cannot_read_goes_through_tf_keras(host: Host, legacy_only_h5: Path) -> None:
     info = host.load("lc", legacy_only_h5)
     assert info.format is Format.KERAS_H5
     y = host.predict("lc", {"x": np.ones((1, 4, 2), np.float32)})["y"]
@@ -265,9 +261,7 @@ def test_lambda_h5_needs_explicit_trust(host: Host, tmp_path: Path) -> None:
     np.testing.assert_array_equal(host.predict("lam", {"x": SAMPLE_X})["y"], SAMPLE_X * 3)
 
 
-def test_frozen_graph_inputs_and_outputs_can_be_named(
-    host: Host, artifacts: ArtifactMap
-) -> None:
+def test_frozen_graph_inputs_and_outputs_can_be_named(host: Host, artifacts: ArtifactMap) -> None:
     path = artifacts[Format.FROZEN_GRAPH, 1.0]
     info = host.load("frozen", path, inputs=["x"], outputs=["y:0", "add"])
     assert list(info.signatures["serving_default"].outputs) == ["y", "add"]

@@ -16,6 +16,7 @@ from tfhost import (
     DeadlineExceeded,
     Event,
     Format,
+    FormatError,
     Host,
     InputError,
     NotFound,
@@ -89,8 +90,15 @@ def test_inputs_are_converted_to_the_declared_dtypes(mixed_host: Host) -> None:
         ({**GOOD, "extra": [1]}, ["unknown ['extra']"]),
     ],
     ids=[
-        "float-to-int", "int-overflow", "strings-to-float", "numbers-to-string",
-        "wrong-dim", "wrong-rank", "ragged", "missing", "unknown",
+        "float-to-int",
+        "int-overflow",
+        "strings-to-float",
+        "numbers-to-string",
+        "wrong-dim",
+        "wrong-rank",
+        "ragged",
+        "missing",
+        "unknown",
     ],
 )
 def test_bad_inputs_get_an_input_error_naming_what_and_why(
@@ -118,7 +126,9 @@ def test_graph_mode_runtime_refusals_are_input_errors(mixed_host: Host) -> None:
 def test_not_a_mapping_unknown_model_version_and_signature(mixed_host: Host) -> None:
     with pytest.raises(InputError, match="must be a mapping"):
         mixed_host.predict("mixed", [1, 2])  # type: ignore[arg-type]
-    with pytest.raises(NotFound, match=r"'nope' is not loaded; loaded models: \['graph', 'mixed'\]"):
+    with pytest.raises(
+        NotFound, match=r"'nope' is not loaded; loaded models: \['graph', 'mixed'\]"
+    ):
         mixed_host.predict("nope", GOOD)
     with pytest.raises(NotFound, match="has no version 7"):
         mixed_host.predict("mixed", GOOD, version=7)
@@ -147,14 +157,16 @@ def test_loading_the_same_version_twice_is_refused(host: Host, artifacts: Artifa
     np.testing.assert_allclose(host.predict("m", {"x": SAMPLE_X})["y"], expected_y(SAMPLE_X, 2.0))
 
 
-def test_every_transition_is_observed_in_order(host: Host, artifacts: ArtifactMap, tmp_path: Path) -> None:
+def test_every_transition_is_observed_in_order(
+    host: Host, artifacts: ArtifactMap, tmp_path: Path
+) -> None:
     events: list[Event] = []
     host.subscribe(events.append)
     host.load("m", artifacts[Format.TF2_SAVED_MODEL, 1.0])
     host.unload("m")
     bad = tmp_path / "bad.pb"
     bad.write_bytes(b"nonsense")
-    with pytest.raises(Exception):
+    with pytest.raises(FormatError):
         host.load("bad", bad)
     moves = [(str(e.id), e.previous, e.state) for e in events]
     assert moves == [
@@ -244,5 +256,7 @@ def test_close_unloads_everything_and_refuses_new_loads(artifacts: ArtifactMap) 
 
 def test_importing_tfhost_does_not_import_tensorflow() -> None:
     code = "import sys, tfhost; print('tensorflow' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.strip() == "False", result.stderr

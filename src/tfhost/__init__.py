@@ -52,4 +52,5 @@ __all__ = [
     "Unavailable",
     "VersionId",
     "WorkerDied",
+    "WorkerSettings",
 ]

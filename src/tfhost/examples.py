@@ -25,7 +25,8 @@ SAMPLE_X = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32)
 
 def expected_y(x: np.ndarray, scale: float) -> np.ndarray:
     """What every example model with ``scale`` returns for ``x``."""
-    return np.asarray(x, np.float32) @ (np.float32(scale) * W) + np.float32(scale) * B
+    y: np.ndarray = np.asarray(x, np.float32) @ (np.float32(scale) * W) + np.float32(scale) * B
+    return y
 
 
 def _tf1_graph(scale: float):  # type: ignore[no-untyped-def]
@@ -98,13 +99,15 @@ def write_frozen_graph(path: Path, scale: float) -> Path:
 def write_tf2_saved_model(path: Path, scale: float) -> Path:
     import tensorflow as tf
 
-    class Linear(tf.Module):
+    class Linear(tf.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__(name="linear")
             self.w = tf.Variable(scale * W, name="w")
             self.b = tf.Variable(scale * B, name="b")
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        @tf.function(  # type: ignore[untyped-decorator]
+            input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")]
+        )
         def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"y": tf.matmul(x, self.w) + self.b}
 

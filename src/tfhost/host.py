@@ -14,6 +14,8 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import threading
 import time
@@ -87,12 +89,24 @@ class _Version:
     """One model version's record. Every field is guarded by ``Host._lock``."""
 
     __slots__ = (
-        "cell", "error", "group", "id", "isolation", "options", "path", "refs", "restarts",
+        "cell",
+        "error",
+        "group",
+        "id",
+        "isolation",
+        "options",
+        "path",
+        "refs",
+        "restarts",
         "state",
     )
 
     def __init__(
-        self, vid: VersionId, path: Path, isolation: Isolation, options: LoadOptions,
+        self,
+        vid: VersionId,
+        path: Path,
+        isolation: Isolation,
+        options: LoadOptions,
         group: str | None,
     ) -> None:
         self.id = vid
@@ -118,6 +132,14 @@ class _Version:
             error=None if self.error is None else str(self.error),
             signatures={} if cell is None else dict(cell.signatures),
         )
+
+
+def _settled(entry: _Version) -> bool:
+    return entry.state is not State.LOADING
+
+
+def _drained(entry: _Version) -> bool:
+    return entry.refs == 0
 
 
 class Handle:
@@ -249,8 +271,14 @@ class Host:
         vid = entry.id
         try:
             cell = open_cell(
-                entry.isolation, vid.model, entry.path, None, entry.options,
-                self.settings.worker, entry.group, lambda e: self._cell_died(entry, e),
+                entry.isolation,
+                vid.model,
+                entry.path,
+                None,
+                entry.options,
+                self.settings.worker,
+                entry.group,
+                lambda e: self._cell_died(entry, e),
             )
         except TfhostError as exc:
             self._fail(entry, exc)
@@ -284,7 +312,9 @@ class Host:
         if retry:
             delay = worker.restart_backoff_s * (2**attempt)
             threading.Thread(
-                target=self._restart, args=(entry, delay), name=f"tfhost-restart-{entry.id}",
+                target=self._restart,
+                args=(entry, delay),
+                name=f"tfhost-restart-{entry.id}",
                 daemon=True,
             ).start()
 
@@ -297,7 +327,9 @@ class Host:
         self._deliver()
         self._open(entry)
 
-    def unload(self, name: str, version: int | None = None, *, timeout: float | None = None) -> None:
+    def unload(
+        self, name: str, version: int | None = None, *, timeout: float | None = None
+    ) -> None:
         """Unload one version, or every version of ``name``.
 
         Waits for loads in progress to finish and for every handle to be released
@@ -310,12 +342,12 @@ class Host:
                 raise NotFound(self._not_found(name, version))
             targets = [versions[version]] if version is not None else list(versions.values())
             for entry in targets:
-                self._wait(lambda e=entry: e.state is not State.LOADING, deadline, entry.id)
+                self._wait(functools.partial(_settled, entry), deadline, entry.id)
                 if entry.state in (State.AVAILABLE, State.FAILED):
                     self._move(entry, State.UNLOADING)
             mine = [e for e in targets if e.state is State.UNLOADING]
             for entry in mine:
-                self._wait(lambda e=entry: e.refs == 0, deadline, entry.id)
+                self._wait(functools.partial(_drained, entry), deadline, entry.id)
         self._deliver()
         for entry in mine:
             if entry.cell is not None:
@@ -337,10 +369,8 @@ class Host:
             self._closed = True
             names = list(self._models)
         for name in names:
-            try:
+            with contextlib.suppress(NotFound):  # unloaded meanwhile by another thread
                 self.unload(name)
-            except NotFound:
-                pass
 
     def __enter__(self) -> Host:
         return self
@@ -454,8 +484,7 @@ class Host:
             return Isolation(isolation or self.settings.default_isolation)
         except ValueError:
             raise InputError(
-                f"unknown isolation {isolation!r}; expected one of "
-                f"{[i.value for i in Isolation]}"
+                f"unknown isolation {isolation!r}; expected one of {[i.value for i in Isolation]}"
             ) from None
 
     def _release(self, entry: _Version) -> None:

@@ -22,12 +22,17 @@ class Servable(Protocol):
        the servable holds (a graph-mode servable closes its session).
     """
 
-    format: Format
-    signatures: Mapping[str, SignatureSpec]
+    @property
+    def format(self) -> Format: ...
+
+    @property
+    def signatures(self) -> Mapping[str, SignatureSpec]: ...
+
     # True when shapes must match the declared specs before running (eager
     # concrete functions). Graph-mode sessions accept whatever the runtime can
     # compute, as TensorFlow Serving does, so they leave shapes to the runtime.
-    static_shapes: bool
+    @property
+    def static_shapes(self) -> bool: ...
 
     def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 

@@ -24,7 +24,8 @@ def numpy_dtype(tf_dtype: str) -> np.dtype[Any]:
     if tf_dtype == "bfloat16":
         import ml_dtypes
 
-        return np.dtype(ml_dtypes.bfloat16)
+        bfloat16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+        return bfloat16
     return np.dtype(tf_dtype)
 
 
@@ -49,21 +50,28 @@ def _castable(value: np.ndarray, target: np.dtype[Any]) -> bool:
     return dst_kind == "b" and src_kind == "b"
 
 
+def _utf8(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
 def _as_string_array(model: str, name: str, value: Any) -> np.ndarray:
-    array = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
-    if array.dtype.kind == "U":
-        return np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array)
-    if array.dtype.kind == "S":
-        return array.astype(object)
-    if array.dtype.kind == "O":
-        if array.size and not all(isinstance(v, (bytes, str)) for v in array.flat):
+    """Strings as an object array of bytes, the form TensorFlow takes for tf.string."""
+    array = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
+    if array.dtype.kind in "US":
+        array = array.astype(object)
+    if array.dtype.kind != "O":
+        raise InputError(
+            f"model {model!r}: input {name!r} expects strings, got dtype {array.dtype}"
+        )
+    out = np.empty(array.shape, dtype=object)
+    for index, item in enumerate(array.flat):
+        if not isinstance(item, (str, bytes)):
             raise InputError(
-                f"model {model!r}: input {name!r} expects strings, got values of type "
-                f"{type(next(v for v in array.flat if not isinstance(v, (bytes, str)))).__name__}"
+                f"model {model!r}: input {name!r} expects strings, got a value of type "
+                f"{type(item).__name__}"
             )
-        return np.vectorize(lambda s: s.encode("utf-8") if isinstance(s, str) else s,
-                            otypes=[object])(array) if array.size else array
-    raise InputError(f"model {model!r}: input {name!r} expects strings, got dtype {array.dtype}")
+        out.flat[index] = _utf8(item)
+    return out
 
 
 def _shape_fits(spec_shape: tuple[int | None, ...] | None, shape: tuple[int, ...]) -> bool:

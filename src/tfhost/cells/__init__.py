@@ -26,7 +26,8 @@ class Isolation(enum.Enum):
 
 
 class Cell(Servable, Protocol):
-    artifact: Artifact
+    @property
+    def artifact(self) -> Artifact: ...
 
 
 def open_cell(

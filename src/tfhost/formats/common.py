@@ -97,4 +97,3 @@ def loading(model: str, path: Path) -> Iterator[None]:
             raise
         except Exception as exc:
             raise translate_load_error(model, path, exc) from exc
-

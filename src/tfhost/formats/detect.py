@@ -81,11 +81,11 @@ def _keras_zip_kind(path: Path) -> Format:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
     except zipfile.BadZipFile as exc:
-        raise FormatError(f"{path}: corrupt zip archive ({exc}); expected a Keras .keras file")
-    if "config.json" not in names:
         raise FormatError(
-            f"{path}: zip archive without config.json; expected a Keras .keras file"
-        )
+            f"{path}: corrupt zip archive ({exc}); expected a Keras .keras file"
+        ) from None
+    if "config.json" not in names:
+        raise FormatError(f"{path}: zip archive without config.json; expected a Keras .keras file")
     return Format.KERAS
 
 
@@ -118,7 +118,9 @@ def _read_saved_model(directory: Path):  # type: ignore[no-untyped-def]
 
             text_format.Parse((directory / "saved_model.pbtxt").read_text(), proto)
     except Exception as exc:
-        raise FormatError(f"{pb}: corrupt SavedModel protobuf ({type(exc).__name__}: {exc})")
+        raise FormatError(
+            f"{pb}: corrupt SavedModel protobuf ({type(exc).__name__}: {exc})"
+        ) from None
     if not proto.meta_graphs:
         raise FormatError(f"{pb}: SavedModel without any MetaGraph")
     return proto

@@ -85,7 +85,9 @@ def signature_entry(function: Any) -> Entry:
     return Entry(spec, call)
 
 
-def load_saved_model(name: str, path: Path, fmt: Format, options: Mapping[str, Any]) -> Any:
+def load_saved_model(
+    name: str, path: Path, fmt: Format, options: Mapping[str, Any]
+) -> FunctionServable:
     """TF2 SavedModel, legacy Keras SavedModel or Keras 3 export, by their signatures."""
     tags = options.get("tags")
     with loading(name, path):

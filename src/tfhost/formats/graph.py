@@ -150,8 +150,7 @@ def load_tf1_saved_model(name: str, path: Path, options: Mapping[str, Any]) -> G
                     f"model {name!r}: {path} (TF1 SavedModel, tags {tags}) has no servable "
                     f"signature_def; expected at least one, e.g. 'serving_default'"
                 )
-            return GraphServable(name, Format.TF1_SAVED_MODEL, graph, session, signatures,
-                                 bindings)
+            return GraphServable(name, Format.TF1_SAVED_MODEL, graph, session, signatures, bindings)
         except BaseException:
             session.close()
             raise
@@ -216,8 +215,14 @@ def load_frozen_graph(name: str, path: Path, options: Mapping[str, Any]) -> Grap
         )
         session = _new_session(graph)
         try:
-            return GraphServable(name, Format.FROZEN_GRAPH, graph, session,
-                                 {DEFAULT_SIGNATURE: signature}, {DEFAULT_SIGNATURE: binding})
+            return GraphServable(
+                name,
+                Format.FROZEN_GRAPH,
+                graph,
+                session,
+                {DEFAULT_SIGNATURE: signature},
+                {DEFAULT_SIGNATURE: binding},
+            )
         except BaseException:
             session.close()
             raise

@@ -98,14 +98,19 @@ def _keras3() -> Any:
 
 
 def load_keras(
-    name: str, path: Path, fmt: Format, custom_objects: Mapping[str, Any],
+    name: str,
+    path: Path,
+    fmt: Format,
+    custom_objects: Mapping[str, Any],
     options: Mapping[str, Any],
 ) -> FunctionServable:
     safe_mode = bool(options.get("safe_mode", True))
     with loading(name, path):
         if fmt is Format.KERAS:
             model = _keras3().saving.load_model(
-                str(path), custom_objects=dict(custom_objects), compile=False,
+                str(path),
+                custom_objects=dict(custom_objects),
+                compile=False,
                 safe_mode=safe_mode,
             )
         else:
