@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tfhost import formats
+from tfhost.errors import FormatError, NotFound
 from tfhost.servable import Servable
 from tfhost.specs import Artifact, LoadOptions
 
@@ -28,5 +29,8 @@ class InlineCell:
 
 
 def open_inline(name: str, path: Path, version: int | None, options: LoadOptions) -> InlineCell:
-    artifact = formats.detect(path, version)
+    try:
+        artifact = formats.detect(path, version)
+    except (FormatError, NotFound) as exc:
+        raise type(exc)(f"model {name!r}: {exc}") from None
     return InlineCell(artifact, formats.load(name, artifact, options))
