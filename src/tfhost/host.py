@@ -162,14 +162,22 @@ class Handle:
     @property
     def signatures(self) -> Mapping[str, SignatureSpec]:
         cell = self._entry.cell
-        assert cell is not None  # set before AVAILABLE, cleared only after END
+        if cell is None:  # its worker died after this handle was acquired
+            raise self._host._unavailable(self._entry.id.model, [self._entry])
         return cell.signatures
 
     def predict(
-        self, inputs: Mapping[str, Any], *, signature: str = DEFAULT_SIGNATURE
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        signature: str = DEFAULT_SIGNATURE,
+        timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
+        """Run ``signature``. ``timeout`` (seconds, default ``HostSettings.request_timeout_s``)
+        is kept by process-isolated models only: an inline call cannot be interrupted."""
         cell = self._entry.cell
-        assert cell is not None
+        if cell is None:  # its worker died after this handle was acquired
+            raise self._host._unavailable(self._entry.id.model, [self._entry])
         spec = cell.signatures.get(signature)
         if spec is None:
             raise NotFound(
@@ -179,7 +187,9 @@ class Handle:
         checked = check_inputs(
             self._entry.id.model, signature, spec, inputs, check_shapes=cell.static_shapes
         )
-        return cell.run(signature, checked)
+        if timeout is None:
+            timeout = self._host.settings.request_timeout_s
+        return cell.run(signature, checked, timeout=timeout)
 
     def release(self) -> None:
         if not self._released:
@@ -296,21 +306,29 @@ class Host:
 
     def _cell_died(self, entry: _Version, error: WorkerDied) -> None:
         """A worker exited: FAILED with its reason, then restart with bounded backoff."""
-        worker = self.settings.worker
         with self._lock:
             if entry.state is not State.AVAILABLE:
                 return
             entry.error = error
             self._move(entry, State.FAILED)
             dead, entry.cell = entry.cell, None
-            attempt = entry.restarts
-            entry.restarts += 1
-            retry = not self._closed and attempt < worker.max_restarts
+            delay = self._next_restart(entry)
         self._deliver()
         if dead is not None:
             dead.close()
-        if retry:
-            delay = worker.restart_backoff_s * (2**attempt)
+        self._schedule_restart(entry, delay)
+
+    def _next_restart(self, entry: _Version) -> float | None:
+        """Backoff before ``entry``'s next restart, None once out of tries; holds ``_lock``."""
+        worker = self.settings.worker
+        attempt = entry.restarts
+        if self._closed or attempt >= worker.max_restarts:
+            return None
+        entry.restarts += 1
+        return float(worker.restart_backoff_s * 2**attempt)
+
+    def _schedule_restart(self, entry: _Version, delay: float | None) -> None:
+        if delay is not None:
             threading.Thread(
                 target=self._restart,
                 args=(entry, delay),
@@ -326,6 +344,9 @@ class Host:
             self._move(entry, State.LOADING)
         self._deliver()
         self._open(entry)
+        with self._lock:  # a restart that fails to load uses up a try; the next waits longer
+            again = self._next_restart(entry) if entry.state is State.FAILED else None
+        self._schedule_restart(entry, again)
 
     def unload(
         self, name: str, version: int | None = None, *, timeout: float | None = None
@@ -407,11 +428,16 @@ class Host:
         *,
         version: int | None = None,
         signature: str = DEFAULT_SIGNATURE,
+        timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run ``signature`` of the model on ``inputs`` (name -> array-like)."""
+        """Run ``signature`` of the model on ``inputs`` (name -> array-like).
+
+        ``timeout`` (seconds, default ``HostSettings.request_timeout_s``) bounds a
+        process-isolated call: past it, DeadlineExceeded and the worker is recycled.
+        """
         handle = self.acquire(name, version)
         try:
-            return handle.predict(inputs, signature=signature)
+            return handle.predict(inputs, signature=signature, timeout=timeout)
         finally:
             handle.release()
 

@@ -8,9 +8,11 @@ The Host does not care which.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from tfhost.errors import WorkerDied
 from tfhost.servable import Servable
@@ -28,6 +30,16 @@ class Isolation(enum.Enum):
 class Cell(Servable, Protocol):
     @property
     def artifact(self) -> Artifact: ...
+
+    def run(
+        self, signature: str, inputs: Mapping[str, np.ndarray], timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """``Servable.run`` within ``timeout`` seconds, where the cell can keep it.
+
+        A process cell keeps it (DeadlineExceeded, then its worker is recycled); an inline
+        cell accepts and ignores it: a thread inside TensorFlow cannot be interrupted.
+        """
+        ...
 
 
 def open_cell(

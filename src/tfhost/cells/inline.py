@@ -21,7 +21,11 @@ class InlineCell:
         self.static_shapes = servable.static_shapes
         self._servable = servable
 
-    def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(
+        self, signature: str, inputs: Mapping[str, np.ndarray], timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        # ``timeout`` is accepted for the Cell interface and ignored: a thread running
+        # TensorFlow cannot be interrupted, so only a process cell can keep a deadline.
         return self._servable.run(signature, inputs)
 
     def close(self) -> None:
