@@ -38,9 +38,9 @@ def _quiet_tensorflow() -> None:
 
 @app.command()
 def demo(
-    directory: Annotated[
-        Path, typer.Option(help="Where to write the example models.")
-    ] = Path("tfhost-demo"),
+    directory: Annotated[Path, typer.Option(help="Where to write the example models.")] = Path(
+        "tfhost-demo"
+    ),
 ) -> None:
     """Write two colliding example models in every format and load all of them side by side.
 
@@ -81,6 +81,345 @@ def demo(
         console.print(f"[red]{failures} model(s) returned another model's answer[/red]")
         raise typer.Exit(1)
     console.print(f"[green]all {len(jobs)} models returned their own answers[/green]")
+
+
+_CUSTOM_OBJECTS_HELP = (
+    "A Keras custom object as MODULE:NAME (e.g. my_layers:Scale); repeat for several. "
+    "MODULE is imported from the current directory or the Python path."
+)
+_PRELOAD_HELP = (
+    "A module to import (one that registers custom objects with "
+    "@keras.saving.register_keras_serializable) or an op library (.so) to load first; "
+    "repeatable."
+)
+
+
+def _error(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _importable_here() -> None:
+    # A console script's sys.path starts at its own bin directory; users expect
+    # `--preload my_layers` to find my_layers.py where they stand, as `python -m` would.
+    import sys
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def _custom_objects(specs: list[str]) -> dict[str, object]:
+    from tfhost.diagnosis.core import custom_object_specs, resolve_custom_object
+
+    _importable_here()
+    return {name: resolve_custom_object(spec) for name, spec in custom_object_specs(specs).items()}
+
+
+@app.command()
+def doctor(
+    paths: Annotated[list[Path], typer.Argument(help="Model artifacts to diagnose together.")],
+    inputs: Annotated[
+        Path | None,
+        typer.Option(help="Inputs as .npz: a key per input name, or MODEL/INPUT for one model."),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the diagnosis as one JSON document.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the diagnosis as Markdown to this file.")
+    ] = None,
+    custom_objects: Annotated[
+        list[str] | None, typer.Option("--custom-objects", help=_CUSTOM_OBJECTS_HELP)
+    ] = None,
+    preload: Annotated[list[str] | None, typer.Option(help=_PRELOAD_HELP)] = None,
+    signature: Annotated[
+        str | None,
+        typer.Option(help="Signature to run (default: serving_default, else the first)."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each child process may run before it is killed.")
+    ] = 300.0,
+    jobs: Annotated[
+        int | None, typer.Option(help="Child processes at once (default: the CPU count).")
+    ] = None,
+) -> None:
+    """Explain why models that load alone fail together, on your own models.
+
+    Loads each model alone (a fresh process each), then all of them together the ways
+    people naively do, then in one tfhost Host, and compares every output.
+    Exit status: 0 the naive ways work and match; 1 a naive way fails or answers wrong
+    and tfhost gets every model right; 2 even tfhost cannot load or match a model.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from tfhost.diagnosis import doctor as run_doctor
+    from tfhost.diagnosis.report import render_json, render_markdown, render_rich
+    from tfhost.errors import TfhostError
+
+    errors = Console(stderr=True)
+    tasks: dict[str, object] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    ) as progress:
+
+        def advance(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total)
+            progress.update(tasks[phase], completed=done)  # type: ignore[arg-type]
+
+        try:
+            diagnosis = run_doctor(
+                paths,
+                inputs=inputs,
+                custom_objects=custom_objects or [],
+                preload=preload or [],
+                signature=signature,
+                timeout_s=timeout,
+                jobs=jobs,
+                progress=advance,
+            )
+        except TfhostError as exc:
+            raise _error(exc.message) from None
+    if report is not None:
+        report.write_text(render_markdown(diagnosis))
+        errors.print(f"report written to {report}", highlight=False)
+    if json_output:
+        typer.echo(render_json(diagnosis))
+    else:
+        console.print(render_rich(diagnosis))
+    raise typer.Exit(diagnosis.exit_code)
+
+
+@app.command("inspect")
+def inspect_command(  # not ``inspect``: that name belongs to the standard library
+    path: Annotated[Path, typer.Argument(help="A model artifact (any format tfhost reads).")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    version: Annotated[
+        int | None, typer.Option(help="Version folder to read (default: the highest).")
+    ] = None,
+    custom_objects: Annotated[
+        list[str] | None, typer.Option("--custom-objects", help=_CUSTOM_OBJECTS_HELP)
+    ] = None,
+    preload: Annotated[list[str] | None, typer.Option(help=_PRELOAD_HELP)] = None,
+) -> None:
+    """Show what an artifact is: format, versions, signatures, variables, writer, needs.
+
+    What `saved_model_cli show --all` gives, for every format tfhost reads. Exit status 1
+    when the signatures cannot be read (the message says what is missing).
+    """
+    _quiet_tensorflow()
+    import json
+
+    from tfhost.errors import TfhostError
+    from tfhost.inspection import inspect_artifact
+
+    try:
+        found = inspect_artifact(
+            path,
+            version,
+            custom_objects=_custom_objects(custom_objects or []),
+            preload=preload or [],
+        )
+    except TfhostError as exc:
+        raise _error(exc.message) from None
+    if json_output:
+        typer.echo(json.dumps(found.to_dict(), indent=2))
+        raise typer.Exit(1 if found.signatures_error else 0)
+    from tfhost.validation import format_shape
+
+    artifact = found.artifact
+    versions = ", ".join(map(str, artifact.versions))
+    weights = found.weights
+    needs = found.needs
+    console.print(f"[bold]{artifact.path}[/bold]", highlight=False)
+    lines = [
+        ("format", artifact.format.value),
+        (
+            "version",
+            f"{artifact.version} of {versions}"
+            if versions
+            else f"{artifact.version} (no version folders)",
+        ),
+        (
+            "written by",
+            ", ".join(f"{k} {v}" for k, v in found.written_by.items()) or "not recorded",
+        ),
+        ("variables", f"{weights.count} ({weights.bytes:,} bytes, from the {weights.source})"),
+        ("needs custom objects", ", ".join(needs.custom_objects) or "none"),
+        ("needs ops", ", ".join(needs.ops) or "none beyond this TensorFlow"),
+    ]
+    if found.tags:
+        lines.insert(2, ("MetaGraph tags", "; ".join(",".join(t) for t in found.tags)))
+    for label, value in lines:
+        console.print(f"  {label + ':':<22}{value}", highlight=False)
+    if found.signatures_error:
+        console.print(f"[red]signatures unknown:[/red] {found.signatures_error}", highlight=False)
+    for key, spec in found.signatures.items():
+        table = Table(title=f"signature {key!r}", title_justify="left")
+        for column in ("", "name", "dtype", "shape"):
+            table.add_column(column)
+        for role, tensors in (("input", spec.inputs), ("output", spec.outputs)):
+            for name, tensor in tensors.items():
+                table.add_row(role, name, tensor.dtype, format_shape(tensor.shape))
+        console.print(table)
+    if found.signatures_error:
+        raise typer.Exit(1)
+
+
+def _read_value(name: str, text: str) -> object:
+    import json
+
+    import numpy as np
+
+    from tfhost.errors import InputError
+
+    try:
+        if text.startswith("@"):
+            source = Path(text[1:])
+            if source.suffix == ".npy":
+                return np.load(source, allow_pickle=False)
+            if source.suffix == ".json":
+                return np.asarray(json.loads(source.read_text()))
+            raise InputError(f"input {name!r}: {source} is neither .npy nor .json")
+        return np.asarray(json.loads(text))
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise InputError(f"input {name!r}: cannot read {text!r}: {exc}") from None
+
+
+def _parse_inputs(items: list[str], names: list[str]) -> dict[str, object]:
+    """``NAME=VALUE`` items; a bare VALUE feeds the only input of a one-input signature."""
+    from tfhost.errors import InputError
+
+    values: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not (sep and name in names):
+            if len(names) != 1:
+                raise InputError(f"--input {item!r}: write NAME=VALUE with NAME one of {names}")
+            name, value = names[0], item
+        values[name] = _read_value(name, value)
+    return values
+
+
+def _jsonable(array: object) -> object:
+    import base64
+    import math
+
+    import numpy as np
+
+    def convert(value: object) -> object:
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        if isinstance(value, bytes):
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                return {"b64": base64.b64encode(value).decode("ascii")}
+        if isinstance(value, float) and not math.isfinite(value):
+            return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        if isinstance(value, complex):
+            return [convert(value.real), convert(value.imag)]
+        return value
+
+    return convert(np.asarray(array).tolist())
+
+
+@app.command()
+def predict(
+    path: Annotated[Path, typer.Argument(help="A model artifact (any format tfhost reads).")],
+    input_values: Annotated[
+        list[str],
+        typer.Option(
+            "--input",
+            help="NAME=@file.npy, NAME=@file.json or NAME='[[1,2]]' (JSON); repeat per input.",
+        ),
+    ],
+    signature: Annotated[str, typer.Option(help="Signature to run.")] = "serving_default",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    version: Annotated[
+        int | None, typer.Option(help="Version folder to load (default: the highest).")
+    ] = None,
+    custom_objects: Annotated[
+        list[str] | None, typer.Option("--custom-objects", help=_CUSTOM_OBJECTS_HELP)
+    ] = None,
+    preload: Annotated[list[str] | None, typer.Option(help=_PRELOAD_HELP)] = None,
+) -> None:
+    """Load one model here and print its outputs (shape, dtype, values)."""
+    _quiet_tensorflow()
+    import json
+
+    import numpy as np
+
+    from tfhost import Host
+    from tfhost.diagnosis import model_names
+    from tfhost.errors import NotFound, TfhostError
+
+    name = model_names([path])[0]
+    try:
+        with Host() as host:
+            info = host.load(
+                name,
+                path,
+                version=version,
+                custom_objects=_custom_objects(custom_objects or []),
+                preload=preload or [],
+            )
+            spec = info.signatures.get(signature)
+            if spec is None:
+                raise NotFound(
+                    f"model {name!r} has no signature {signature!r}; it has "
+                    f"{sorted(info.signatures)}"
+                )
+            outputs = host.predict(
+                name, _parse_inputs(input_values, list(spec.inputs)), signature=signature
+            )
+    except TfhostError as exc:
+        raise _error(exc.message) from None
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "model": name,
+                    "version": info.version,
+                    "signature": signature,
+                    "outputs": {
+                        key: {
+                            "dtype": _dtype_name(value),
+                            "shape": list(np.shape(value)),
+                            "values": _jsonable(value),
+                        }
+                        for key, value in outputs.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+        return
+    table = Table(title=f"{name} version {info.version}, signature {signature!r}")
+    for column in ("output", "dtype", "shape", "values"):
+        table.add_column(column, overflow="fold")
+    for key, value in outputs.items():
+        table.add_row(
+            key,
+            _dtype_name(value),
+            str(list(np.shape(value))),
+            np.array2string(np.asarray(value), threshold=200),
+        )
+    console.print(table)
+
+
+def _dtype_name(value: object) -> str:
+    import numpy as np
+
+    array = np.asarray(value)
+    return "string" if array.dtype.kind in "OSU" else str(array.dtype)
 
 
 def main() -> None:

@@ -1,0 +1,386 @@
+"""One doctor step in a fresh process: ``python -m tfhost.diagnosis.child JOB.json``.
+
+The job file names the step (``alone``, a naive way, or ``tfhost``), the models, and
+where inputs and outputs live (``.npz`` files). The child reports as it goes, one JSON
+object per line appended to the job's events file and flushed at once, so when the
+process crashes or is killed the parent still knows which model it was working on and
+keeps every result reached before.
+
+Events: ``start`` (import time, versions), ``detected`` (alone only), ``loading``,
+``loaded``, ``inputs`` (alone only), ``running``, ``ran``, ``error`` (with ``stage`` and a
+described ``error``), ``gpu``, ``done``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from tfhost.diagnosis.core import resolve_custom_object
+from tfhost.diagnosis.inputs import (
+    load_arrays,
+    make_inputs,
+    read_user_file,
+    save_arrays,
+    user_inputs,
+)
+from tfhost.diagnosis.verdicts import CauseKind
+from tfhost.errors import InputError, LoadError, TfhostError
+
+_CUSTOM_OBJECT = re.compile(r"uses the custom object '([^']+)'")
+_OUT_OF_SCOPE = "is out of scope and cannot be used here"
+_KERAS3_LEGACY = ("legacy SavedModel format is not supported", "File format not supported")
+_OOM = ("OOM when allocating", "CUDA_ERROR_OUT_OF_MEMORY", "out of memory")
+
+
+class Events:
+    """The append-only report of a step. Every line is flushed before work goes on."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: TextIO = path.open("a", encoding="utf-8", buffering=1)
+        self._started = time.perf_counter()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        # ``t``: seconds since the child began to report, for timing each stage.
+        line = {"event": event, "t": round(time.perf_counter() - self._started, 4), **fields}
+        self._file.write(json.dumps(line, default=str) + "\n")
+        self._file.flush()
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _first_line(text: str) -> str:
+    stripped = text.strip()
+    return stripped.splitlines()[0] if stripped else ""
+
+
+def describe(exc: BaseException, *, gpus: int = 0, earlier_loads: int = 0) -> dict[str, Any]:
+    """An exception as JSON: its type, message, and the kind of cause doctor recognises.
+
+    The recognisers look through the whole exception chain, because tfhost's own errors
+    wrap the TensorFlow or Keras error that names the missing piece.
+    """
+    from tfhost.formats.common import _MISSING_OBJECT, _MISSING_OP
+
+    chain = _chain(exc)
+    text = "\n".join(str(e) for e in chain)
+    kind, names = CauseKind.ERROR, []
+    if match := _MISSING_OP.search(text):
+        kind, names = CauseKind.MISSING_OP, [match.group(1)]
+    elif _OUT_OF_SCOPE in text:
+        kind = CauseKind.OUT_OF_SCOPE
+        tensor = re.search(r"<tf\.Tensor '([^']+)'", text)
+        names = [tensor.group(1)] if tensor else []
+    elif any(marker in text for marker in _KERAS3_LEGACY):
+        kind = CauseKind.UNREADABLE_FORMAT
+    elif match := (_CUSTOM_OBJECT.search(text) or _MISSING_OBJECT.search(text)):
+        kind, names = CauseKind.MISSING_CUSTOM_OBJECT, [match.group(1)]
+    elif any(marker in text for marker in _OOM) or type(exc).__name__ == "ResourceExhaustedError":
+        kind = CauseKind.GPU_PREALLOCATED if gpus and earlier_loads else CauseKind.ERROR
+    elif isinstance(exc, InputError):
+        kind = CauseKind.BAD_INPUTS
+    elif isinstance(exc, LoadError) and "tf_keras" in text:
+        kind = CauseKind.UNREADABLE_FORMAT
+    if isinstance(exc, TfhostError):
+        message = exc.message
+    else:
+        message = f"{type(exc).__name__}: {_first_line(str(exc))}"
+    return {
+        "type": type(exc).__name__,
+        "message": message[:2000],
+        "kind": kind.value,
+        "names": names,
+    }
+
+
+def gpu_memory_mib() -> tuple[int, int] | None:
+    """(MiB this process holds on the GPUs, MiB they have), from nvidia-smi; None if unknown."""
+    import subprocess
+
+    try:
+        apps = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        total = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    used = sum(
+        int(fields[1])
+        for line in apps.splitlines()
+        if len(fields := [f.strip() for f in line.split(",")]) == 2
+        and fields[0] == str(os.getpid())
+        and fields[1].isdigit()
+    )
+    capacity = sum(int(v) for v in total.split() if v.strip().isdigit())
+    return used, capacity
+
+
+class Step:
+    """What every step shares: the job, its events, custom objects, inputs and outputs."""
+
+    def __init__(self, job: Mapping[str, Any], events: Events, gpus: int) -> None:
+        self.job = job
+        self.events = events
+        self.gpus = gpus
+        self.dir = Path(job["dir"])
+        self.models: list[dict[str, Any]] = list(job["models"])
+        self.preload: tuple[str, ...] = tuple(job.get("preload", ()))
+        self.custom_object_specs: dict[str, str] = dict(job.get("custom_objects", {}))
+        self.custom_objects: dict[str, Any] = {}
+        self.loads = 0  # models loaded so far in this process
+
+    def prepare(self) -> bool:
+        """Import the user's modules and custom objects; on failure every model fails."""
+        try:
+            if self.preload:
+                from tfhost.formats.common import preload
+
+                preload("doctor", self.preload)
+            self.custom_objects = {
+                name: resolve_custom_object(spec) for name, spec in self.custom_object_specs.items()
+            }
+        except Exception as exc:
+            for model in self.models:
+                self.fail(model["name"], "preload", exc)
+            return False
+        return True
+
+    def fail(self, model: str, stage: str, exc: BaseException) -> None:
+        self.events.emit(
+            "error",
+            model=model,
+            stage=stage,
+            error=describe(exc, gpus=self.gpus, earlier_loads=self.loads),
+        )
+
+    def loaded(self, model: str, **fields: Any) -> None:
+        self.loads += 1
+        self.events.emit("loaded", model=model, **fields)
+        if self.gpus and self.loads == 1 and (memory := gpu_memory_mib()) is not None:
+            self.events.emit("gpu", model=model, used_mib=memory[0], total_mib=memory[1])
+
+    def inputs(self, model: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return load_arrays(Path(model["inputs"]))
+
+    def ran(self, model: str, outputs: Mapping[str, Any]) -> None:
+        path = self.dir / f"{self.job['step']}-{model}.npz"
+        save_arrays(path, {k: np.asarray(v) for k, v in outputs.items()})
+        self.events.emit("ran", model=model, outputs=str(path))
+
+    def each(
+        self, stage: str, work: Callable[[dict[str, Any]], None], only: set[str] | None = None
+    ) -> set[str]:
+        """Run ``work`` per model, reporting each failure; the models that succeeded."""
+        succeeded = set()
+        for model in self.models:
+            name = model["name"]
+            if only is not None and name not in only:
+                continue
+            self.events.emit("loading" if stage == "load" else "running", model=name)
+            try:
+                work(model)
+            except Exception as exc:
+                self.fail(name, stage, exc)
+            else:
+                succeeded.add(name)
+        return succeeded
+
+
+def run_alone(step: Step) -> None:
+    """Detect, describe, load and run one model: the reference every other way is held to."""
+    from tfhost import formats
+    from tfhost.inspection import graph_names, needs, written_by
+    from tfhost.specs import LoadOptions
+    from tfhost.validation import check_inputs
+
+    (model,) = step.models
+    name = model["name"]
+    try:
+        artifact = formats.detect(model["path"], model.get("version"))
+    except Exception as exc:
+        step.fail(name, "detect", exc)
+        return
+    facts: dict[str, Any] = {}
+    for key, read in (("written_by", written_by), ("needs", lambda a: needs(a).to_dict())):
+        try:
+            facts[key] = read(artifact)
+        except Exception:  # a fact that cannot be read is left out, never fatal
+            facts[key] = {}
+    try:
+        names = graph_names(artifact)
+    except Exception:
+        names = None
+    step.events.emit(
+        "detected",
+        model=name,
+        format=artifact.format.value,
+        version=artifact.version,
+        versions=list(artifact.versions),
+        path=str(artifact.path),
+        variables=[] if names is None else list(names.variables),
+        ops=[] if names is None else list(names.ops),
+        signature_ops=[] if names is None else list(names.signature_ops),
+        **facts,
+    )
+    if not step.prepare():
+        return
+    step.events.emit("loading", model=name)
+    try:
+        servable = formats.load(name, artifact, LoadOptions(step.custom_objects, step.preload, {}))
+    except Exception as exc:
+        step.fail(name, "load", exc)
+        return
+    signatures = {k: v.to_dict() for k, v in servable.signatures.items()}
+    step.loaded(name, signatures=signatures)
+    try:
+        signature = choose_signature(servable.signatures, model.get("signature"))
+        spec = servable.signatures[signature]
+        if model.get("user_inputs"):
+            source = str(model["user_inputs"])
+            provided = user_inputs(name, spec, read_user_file(Path(source)), source)
+        else:
+            source, provided = "generated", make_inputs(spec)
+        checked = check_inputs(name, signature, spec, provided, check_shapes=servable.static_shapes)
+        path = step.dir / f"inputs-{name}.npz"
+        save_arrays(path, checked)
+    except Exception as exc:
+        step.fail(name, "inputs", exc)
+        return
+    step.events.emit(
+        "inputs",
+        model=name,
+        signature=signature,
+        file=str(path),
+        source=source,
+        outputs=list(spec.outputs),
+    )
+    step.events.emit("running", model=name)
+    try:
+        outputs = servable.run(signature, checked)
+    except Exception as exc:
+        step.fail(name, "run", exc)
+        return
+    step.ran(name, outputs)
+
+
+def choose_signature(signatures: Mapping[str, Any], requested: str | None) -> str:
+    if requested is not None:
+        if requested not in signatures:
+            raise InputError(f"no signature {requested!r}; the model has {sorted(signatures)}")
+        return requested
+    if "serving_default" in signatures:
+        return "serving_default"
+    if not signatures:
+        raise InputError("the model has no signature to run")
+    return sorted(signatures)[0]
+
+
+def run_tfhost(step: Step) -> None:
+    """Every model in one tfhost Host (inline cells, the default), then every prediction."""
+    from tfhost.host import Host
+
+    if not step.prepare():
+        return
+    with Host() as host:
+
+        def load(model: dict[str, Any]) -> None:
+            host.load(
+                model["name"],
+                model["path"],
+                version=model.get("version"),
+                custom_objects=step.custom_objects,
+                preload=step.preload,
+            )
+            step.loaded(model["name"])
+
+        def predict(model: dict[str, Any]) -> None:
+            outputs = host.predict(model["name"], step.inputs(model), signature=model["signature"])
+            step.ran(model["name"], outputs)
+
+        loaded = step.each("load", load)
+        step.each("run", predict, loaded)
+
+
+def exit_with_parent(parent: int) -> None:
+    """End this child when doctor ends, however it ends (even SIGKILL): no orphans."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="tfhost-doctor-parent", daemon=True).start()
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text())
+    exit_with_parent(int(job["parent"]))
+    events = Events(Path(job["events"]))
+    started = time.perf_counter()
+    import tensorflow as tf
+
+    import_s = time.perf_counter() - started
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    keras_version = None
+    try:
+        from importlib.metadata import version
+
+        keras_version = version("keras")
+    except Exception:
+        pass
+    events.emit(
+        "start",
+        import_s=import_s,
+        tensorflow=tf.__version__,
+        keras=keras_version,
+        gpus=gpus,
+        pid=os.getpid(),
+    )
+    step = Step(job, events, gpus)
+    name = job["step"]
+    if name == "alone":
+        run_alone(step)
+    elif name == "tfhost":
+        run_tfhost(step)
+    else:
+        from tfhost.diagnosis import naive
+
+        naive.run(name, step)
+    events.emit("done")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    status = main(sys.argv[1:])
+    # Every result is on disk and flushed by now. TensorFlow's teardown at interpreter
+    # exit costs about a second per child, a quarter of a child's life: skip it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
