@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
@@ -35,6 +34,7 @@ import numpy as np
 import psutil
 
 from tfhost import Host, WorkerSettings
+from timing import interleaved
 
 GOAL_ADDED_US = 150.0
 GOAL_THROUGHPUT = 0.70
@@ -88,29 +88,6 @@ def write_image_model(path: Path) -> Path:
     module = Conv()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
     return path
-
-
-def median_us(fn: Callable[[], object], calls: int) -> float:
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1000
-
-
-def interleaved(
-    fns: dict[str, Callable[[], object]], calls: int, rounds: int = 10
-) -> dict[str, float]:
-    """Median of per-round medians, rounds interleaved so drift hits every candidate."""
-    for fn in fns.values():
-        for _ in range(max(50, calls // 10)):  # warm up: tracing, lanes, caches
-            fn()
-    results: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            results[key].append(median_us(fn, max(calls // rounds, 1)))
-    return {k: statistics.median(v) for k, v in results.items()}
 
 
 def latency_and_throughput(root: Path, calls: int) -> None:

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,28 +23,7 @@ import tensorflow as tf
 
 from tfhost import Host
 from tfhost.formats.keras import keras_servable
-
-
-def median_us(fn: Callable[[], object], calls: int) -> float:
-    for _ in range(max(20, calls // 10)):  # warm up: tracing, allocator, caches
-        fn()
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1000
-
-
-def interleaved(
-    fns: dict[str, Callable[[], object]], calls: int, rounds: int = 10
-) -> dict[str, float]:
-    """Median of per-round medians, rounds interleaved so drift hits every candidate."""
-    results: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            results[key].append(median_us(fn, calls // rounds))
-    return {k: statistics.median(v) for k, v in results.items()}
+from timing import interleaved
 
 
 def mlp() -> keras.Model:

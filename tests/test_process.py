@@ -318,6 +318,7 @@ def test_errors_cross_the_boundary_as_inline_raises_them(shared: Host) -> None:
     with pytest.raises(ModelError) as inline:
         shared.predict("toolbox-inline", missing, signature="fail")
     assert process.value.type_name == inline.value.type_name == "NotFoundError"
+    assert "/nonexistent/tfhost-file" in process.value.message  # the cause, not a preamble
     assert process.value.message == inline.value.message.replace("toolbox-inline", "toolbox")
     # A graph-mode model leaves shapes to TensorFlow, so this InputError is the worker's.
     wrong = {"x": np.ones((2, 4), np.float32)}

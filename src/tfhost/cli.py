@@ -93,6 +93,11 @@ _PRELOAD_HELP = (
     "repeatable."
 )
 
+CustomObjectsOption = Annotated[
+    list[str] | None, typer.Option("--custom-objects", help=_CUSTOM_OBJECTS_HELP)
+]
+PreloadOption = Annotated[list[str] | None, typer.Option(help=_PRELOAD_HELP)]
+
 
 def _error(message: str, code: int = 2) -> typer.Exit:
     Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
@@ -128,10 +133,8 @@ def doctor(
     report: Annotated[
         Path | None, typer.Option(help="Also write the diagnosis as Markdown to this file.")
     ] = None,
-    custom_objects: Annotated[
-        list[str] | None, typer.Option("--custom-objects", help=_CUSTOM_OBJECTS_HELP)
-    ] = None,
-    preload: Annotated[list[str] | None, typer.Option(help=_PRELOAD_HELP)] = None,
+    custom_objects: CustomObjectsOption = None,
+    preload: PreloadOption = None,
     signature: Annotated[
         str | None,
         typer.Option(help="Signature to run (default: serving_default, else the first)."),
@@ -202,10 +205,8 @@ def inspect_command(  # not ``inspect``: that name belongs to the standard libra
     version: Annotated[
         int | None, typer.Option(help="Version folder to read (default: the highest).")
     ] = None,
-    custom_objects: Annotated[
-        list[str] | None, typer.Option("--custom-objects", help=_CUSTOM_OBJECTS_HELP)
-    ] = None,
-    preload: Annotated[list[str] | None, typer.Option(help=_PRELOAD_HELP)] = None,
+    custom_objects: CustomObjectsOption = None,
+    preload: PreloadOption = None,
 ) -> None:
     """Show what an artifact is: format, versions, signatures, variables, writer, needs.
 
@@ -346,10 +347,8 @@ def predict(
     version: Annotated[
         int | None, typer.Option(help="Version folder to load (default: the highest).")
     ] = None,
-    custom_objects: Annotated[
-        list[str] | None, typer.Option("--custom-objects", help=_CUSTOM_OBJECTS_HELP)
-    ] = None,
-    preload: Annotated[list[str] | None, typer.Option(help=_PRELOAD_HELP)] = None,
+    custom_objects: CustomObjectsOption = None,
+    preload: PreloadOption = None,
 ) -> None:
     """Load one model here and print its outputs (shape, dtype, values)."""
     _quiet_tensorflow()

@@ -15,6 +15,11 @@ class WorkerSettings:
     gpu_memory_growth: bool = False
     gpu_memory_limit_mib: int | None = None
     # Bounded restarts of a worker that died, with exponential backoff between tries.
+    # How long a waiting side (a caller awaiting its reply, the worker awaiting the next
+    # request on a lane) polls before it sleeps: at most this much CPU per call buys
+    # back an idle core's wake-up, which costs more than the whole exchange on a small
+    # model. 0 turns polling off.
+    spin_us: int = 500
     max_restarts: int = 3
     restart_backoff_s: float = 0.5
     start_timeout_s: float = 120.0

@@ -560,7 +560,7 @@ class Worker:
                         f"one of the {_MAX_LANES} calls in flight on its worker to finish"
                     )
                 self._lane_free.wait(remaining)
-            mine, theirs = channel_pair()
+            mine, theirs = channel_pair(self.settings.spin_us / 1e6)
             lane = _Lane(next(self._lane_numbers), mine)
             self._lanes.append(lane)
             control = self._control
@@ -775,7 +775,7 @@ def _check_settings(settings: WorkerSettings) -> None:
             "WorkerSettings: gpu_memory_growth and gpu_memory_limit_mib exclude each other "
             "(TensorFlow refuses memory growth on a GPU with a memory limit); set one"
         )
-    for field in ("intra_op_threads", "inter_op_threads", "gpu_memory_limit_mib"):
+    for field in ("intra_op_threads", "inter_op_threads", "gpu_memory_limit_mib", "spin_us"):
         value = getattr(settings, field)
         if value is not None and (not isinstance(value, int) or value < 0):
             raise InputError(f"WorkerSettings.{field} must be a non-negative int, got {value!r}")

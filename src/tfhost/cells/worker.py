@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         send(channel, failure(READY_CALL, error))
         _exit()
     send(channel, Ready(READY_CALL, info))
-    _Server(channel).serve()
+    _Server(channel, start.settings.spin_us / 1e6).serve()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -177,8 +177,9 @@ class _Server:
     guards it. A lane's regions belong to its thread alone.
     """
 
-    def __init__(self, control: Channel) -> None:
+    def __init__(self, control: Channel, spin_s: float) -> None:
         self._control = control
+        self._spin_s = spin_s  # lanes poll this long for the next request before sleeping
         self._servables: dict[int, tuple[str, Servable]] = {}
 
     def serve(self) -> NoReturn:
@@ -188,7 +189,7 @@ class _Server:
             except (EOFError, OSError):  # the host closed the channel, or died
                 _exit()
             if isinstance(message, Lane):
-                lane = Channel(socket.socket(fileno=self._control.take_fd()))
+                lane = Channel(socket.socket(fileno=self._control.take_fd()), self._spin_s)
                 threading.Thread(
                     target=self._serve_lane,
                     args=(lane,),

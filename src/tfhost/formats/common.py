@@ -13,7 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfhost.errors import FormatError, LoadError
+from tfhost.errors import FormatError, InputError, LoadError, ModelError, TfhostError
 from tfhost.specs import TensorSpec
 
 # TensorFlow's and Keras' loaders keep process-global state (Keras name uniquing,
@@ -84,6 +84,38 @@ def translate_load_error(model: str, path: Path, exc: BaseException) -> Exceptio
     first_line = text.strip().splitlines()[0] if text.strip() else ""
     return FormatError(
         f"model {model!r}: could not load {path}: {type(exc).__name__}: {first_line[:500]}"
+    )
+
+
+def op_error_summary(message: str) -> str:
+    """The line of a TensorFlow error that says what went wrong.
+
+    An eager function's error starts with "Graph execution error:" and the Python stack
+    where the failing node was defined; the cause is the last paragraph, followed by
+    the node annotation.
+    """
+    paragraphs = [p.strip() for p in message.split("\n\n") if p.strip()]
+    useful = [
+        p
+        for p in paragraphs
+        if p != "Graph execution error:" and not p.startswith("Detected at node")
+    ]
+    first = (useful[-1] if useful else message.strip()).splitlines()[0]
+    return _NODE_ANNOTATION.sub("", first).strip()[:500]
+
+
+_NODE_ANNOTATION = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\].*$|\s*\[Op:[^\]]*\]\s*$")
+
+
+def run_error(model: str, signature: str, exc: tf.errors.OpError) -> TfhostError:
+    """A TensorFlow failure while running, as the tfhost error a caller can act on."""
+    summary = op_error_summary(exc.message)
+    if isinstance(exc, tf.errors.InvalidArgumentError):
+        return InputError(
+            f"model {model!r} signature {signature!r}: TensorFlow refused the inputs: {summary}"
+        )
+    return ModelError(
+        f"model {model!r} signature {signature!r} failed: {summary}", type(exc).__name__
     )
 
 

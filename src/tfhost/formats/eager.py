@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfhost.errors import FormatError, InputError, ModelError
-from tfhost.formats.common import dtype_name, loading, shape_tuple
+from tfhost.errors import FormatError
+from tfhost.formats.common import dtype_name, loading, run_error, shape_tuple
 from tfhost.specs import Format, SignatureSpec, TensorSpec
 
 
@@ -46,17 +46,8 @@ class FunctionServable:
     def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             outputs = self._calls[signature](inputs)
-        except tf.errors.InvalidArgumentError as exc:
-            raise InputError(
-                f"model {self.name!r} signature {signature!r}: TensorFlow refused the inputs: "
-                f"{exc.message.strip().splitlines()[0]}"
-            ) from None
         except tf.errors.OpError as exc:
-            raise ModelError(
-                f"model {self.name!r} signature {signature!r} failed: "
-                f"{exc.message.strip().splitlines()[0]}",
-                type(exc).__name__,
-            ) from None
+            raise run_error(self.name, signature, exc) from None
         return {key: value.numpy() for key, value in outputs.items()}
 
     def close(self) -> None:

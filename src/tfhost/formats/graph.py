@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
-from tfhost.errors import FormatError, InputError, ModelError
-from tfhost.formats.common import loading, shape_tuple, spec_from_tensor_info
+from tfhost.errors import FormatError
+from tfhost.formats.common import loading, run_error, shape_tuple, spec_from_tensor_info
 from tfhost.formats.detect import _parse_graph_def, _read_saved_model
 from tfhost.specs import Format, SignatureSpec, TensorSpec
 
@@ -72,25 +72,13 @@ class GraphServable:
         binding = self._bindings[signature]
         try:
             results = self._callables[signature](*(inputs[k] for k in binding.input_keys))
-        except tf.errors.InvalidArgumentError as exc:
-            raise InputError(
-                f"model {self.name!r} signature {signature!r}: TensorFlow refused the inputs: "
-                f"{_first_line(exc.message)}"
-            ) from None
         except tf.errors.OpError as exc:
-            raise ModelError(
-                f"model {self.name!r} signature {signature!r} failed: {_first_line(exc.message)}",
-                type(exc).__name__,
-            ) from None
+            raise run_error(self.name, signature, exc) from None
         return {k: np.asarray(v) for k, v in zip(binding.output_keys, results, strict=True)}
 
     def close(self) -> None:
         self._callables.clear()
         self._session.close()
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
 
 
 def _new_session(graph: tf.Graph) -> tf.compat.v1.Session:
