@@ -90,18 +90,20 @@ def translate_load_error(model: str, path: Path, exc: BaseException) -> Exceptio
 def op_error_summary(message: str) -> str:
     """The line of a TensorFlow error that says what went wrong.
 
-    An eager function's error starts with "Graph execution error:" and the Python stack
-    where the failing node was defined; the cause is the last paragraph, followed by
-    the node annotation.
+    An eager function's error starts with "Graph execution error:" and where the failing
+    node was defined (a Python stack, or "<stack traces unavailable>" for a loaded
+    SavedModel); the cause is the last unindented line, before the node annotation.
     """
-    paragraphs = [p.strip() for p in message.split("\n\n") if p.strip()]
-    useful = [
-        p
-        for p in paragraphs
-        if p != "Graph execution error:" and not p.startswith("Detected at node")
+    lines = [
+        line.rstrip()
+        for line in message.splitlines()
+        if line.strip()
+        and not line[0].isspace()
+        and line.strip() not in ("Graph execution error:", "<stack traces unavailable>")
+        and not line.startswith("Detected at node")
     ]
-    first = (useful[-1] if useful else message.strip()).splitlines()[0]
-    return _NODE_ANNOTATION.sub("", first).strip()[:500]
+    cause = lines[-1] if lines else message.strip()
+    return _NODE_ANNOTATION.sub("", cause).strip()[:500]
 
 
 _NODE_ANNOTATION = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\].*$|\s*\[Op:[^\]]*\]\s*$")
