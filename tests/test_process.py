@@ -368,7 +368,11 @@ def test_custom_objects_cross_by_module_path(shared: Host, tmp_path: Path) -> No
 
 def test_worker_settings_reach_tensorflow_in_the_worker(artifacts: ArtifactMap) -> None:
     settings = WorkerSettings(
-        intra_op_threads=2, inter_op_threads=3, cuda_visible_devices="", gpu_memory_limit_mib=2048
+        intra_op_threads=2,
+        inter_op_threads=3,
+        cuda_visible_devices="",
+        gpu_memory_limit_mib=2048,
+        spin_us=0,  # lanes that sleep at once: the other shared tests poll (the default)
     )
     cell = open_cell(
         Isolation.PROCESS,
@@ -401,6 +405,15 @@ def test_worker_settings_reach_tensorflow_in_the_worker(artifacts: ArtifactMap) 
             None,
             LoadOptions(),
             WorkerSettings(gpu_memory_growth=True, gpu_memory_limit_mib=512),
+        )
+    with pytest.raises(InputError, match="spin_us must be a non-negative int"):
+        open_cell(
+            Isolation.PROCESS,
+            "spin",
+            artifacts[Format.TF2_SAVED_MODEL, 1.0],
+            None,
+            LoadOptions(),
+            WorkerSettings(spin_us=-1),
         )
 
 
