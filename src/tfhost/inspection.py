@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tfhost.errors import TfhostError
-from tfhost.formats.detect import _parse_graph_def, _read_saved_model
+from tfhost.formats.detect import parse_graph_def, read_saved_model
 from tfhost.specs import Artifact, Format, LoadOptions, SignatureSpec
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -245,7 +245,7 @@ _SAVED_MODEL_FORMATS = (
 
 def _serving_meta_graph(directory: Path) -> Any:
     """The MetaGraph a server loads: the one tagged exactly ``serve``, else the first."""
-    proto = _read_saved_model(directory)
+    proto = read_saved_model(directory)
     for meta in proto.meta_graphs:
         if sorted(meta.meta_info_def.tags) == ["serve"]:
             return meta
@@ -253,7 +253,7 @@ def _serving_meta_graph(directory: Path) -> Any:
 
 
 def saved_model_tags(directory: Path) -> tuple[tuple[str, ...], ...]:
-    proto = _read_saved_model(directory)
+    proto = read_saved_model(directory)
     return tuple(tuple(sorted(m.meta_info_def.tags)) for m in proto.meta_graphs)
 
 
@@ -284,7 +284,7 @@ def saved_model_signatures(directory: Path) -> dict[str, SignatureSpec]:
 
 def _graph_def(artifact: Artifact) -> Any | None:
     if artifact.format is Format.FROZEN_GRAPH:
-        return _parse_graph_def(artifact.path)
+        return parse_graph_def(artifact.path)
     if artifact.format in _SAVED_MODEL_FORMATS:
         return _serving_meta_graph(artifact.path).graph_def
     return None
@@ -484,7 +484,7 @@ def weights(artifact: Artifact) -> Weights:
         import numpy as np
         import tensorflow as tf
 
-        graph = _parse_graph_def(path)
+        graph = parse_graph_def(path)
         consts = [n.attr["value"].tensor for n in graph.node if n.op == "Const"]
         size = sum(tf.make_ndarray(t).nbytes for t in consts)
         return Weights(len(consts), int(np.int64(size)), "graph constants")
@@ -527,7 +527,7 @@ def written_by(artifact: Artifact) -> dict[str, str]:
                     text = value.decode() if isinstance(value, bytes) else str(value)
                     found[key.replace("_version", "")] = text
     elif fmt is Format.FROZEN_GRAPH:
-        graph = _parse_graph_def(path)
+        graph = parse_graph_def(path)
         found["graph_def_producer"] = str(graph.versions.producer)
     else:
         info = _serving_meta_graph(path).meta_info_def

@@ -75,12 +75,12 @@ def describe(exc: BaseException, *, gpus: int = 0, earlier_loads: int = 0) -> di
     The recognisers look through the whole exception chain, because tfhost's own errors
     wrap the TensorFlow or Keras error that names the missing piece.
     """
-    from tfhost.formats.common import _MISSING_OBJECT, _MISSING_OP
+    from tfhost.formats.common import MISSING_OBJECT, MISSING_OP
 
     chain = _chain(exc)
     text = "\n".join(str(e) for e in chain)
     kind, names = CauseKind.ERROR, []
-    if match := _MISSING_OP.search(text):
+    if match := MISSING_OP.search(text):
         kind, names = CauseKind.MISSING_OP, [match.group(1)]
     elif _OUT_OF_SCOPE in text:
         kind = CauseKind.OUT_OF_SCOPE
@@ -88,7 +88,7 @@ def describe(exc: BaseException, *, gpus: int = 0, earlier_loads: int = 0) -> di
         names = [tensor.group(1)] if tensor else []
     elif any(marker in text for marker in _KERAS3_LEGACY):
         kind = CauseKind.UNREADABLE_FORMAT
-    elif match := (_CUSTOM_OBJECT.search(text) or _MISSING_OBJECT.search(text)):
+    elif match := (_CUSTOM_OBJECT.search(text) or MISSING_OBJECT.search(text)):
         kind, names = CauseKind.MISSING_CUSTOM_OBJECT, [match.group(1)]
     elif any(marker in text for marker in _OOM) or type(exc).__name__ == "ResourceExhaustedError":
         kind = CauseKind.GPU_PREALLOCATED if gpus and earlier_loads else CauseKind.ERROR

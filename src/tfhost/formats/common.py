@@ -56,8 +56,8 @@ def preload(model: str, items: tuple[str, ...]) -> None:
             ) from None
 
 
-_MISSING_OP = re.compile(r"Op type not registered '([^']+)'")
-_MISSING_OBJECT = re.compile(
+MISSING_OP = re.compile(r"Op type not registered '([^']+)'")
+MISSING_OBJECT = re.compile(
     r"(?:Could not locate (?:class|function) |Unknown (?:layer|object|activation|loss|"
     r"metric|optimizer|initializer|regularizer|constraint)(?: type)?:?\s*)'?([\w.>-]+)'?"
 )
@@ -66,13 +66,13 @@ _MISSING_OBJECT = re.compile(
 def translate_load_error(model: str, path: Path, exc: BaseException) -> Exception:
     """Turn a TensorFlow/Keras load failure into a tfhost error that says what to do."""
     text = str(exc)
-    if match := _MISSING_OP.search(text):
+    if match := MISSING_OP.search(text):
         return LoadError(
             f"model {model!r} at {path}: the graph uses op {match.group(1)!r}, which is not "
             f"registered in this process. Load the library that defines it first: "
             f"Host.load(..., preload=['path/to/ops.so' or 'python.module'])"
         )
-    if match := _MISSING_OBJECT.search(text):
+    if match := MISSING_OBJECT.search(text):
         name = match.group(1)
         return LoadError(
             f"model {model!r} at {path}: it uses the custom object {name!r}, which is not "

@@ -71,7 +71,7 @@ def _detect_one(path: Path) -> Format:
     if head == _HDF5_MAGIC:
         return _h5_kind(path)
     if path.suffix in (".pb", ".graphdef"):
-        _parse_graph_def(path)
+        parse_graph_def(path)
         return Format.FROZEN_GRAPH
     raise FormatError(f"{path}: unknown file type (starts with {head!r}); expected {_EXPECTED}")
 
@@ -105,7 +105,7 @@ def _h5_kind(path: Path) -> Format:
     return Format.KERAS_H5
 
 
-def _read_saved_model(directory: Path):  # type: ignore[no-untyped-def]
+def read_saved_model(directory: Path):  # type: ignore[no-untyped-def]
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -129,7 +129,7 @@ def _read_saved_model(directory: Path):  # type: ignore[no-untyped-def]
 def _saved_model_kind(directory: Path) -> Format:
     if (directory / "keras_metadata.pb").is_file():
         return Format.KERAS_SAVED_MODEL
-    proto = _read_saved_model(directory)
+    proto = read_saved_model(directory)
     graph = proto.meta_graphs[0].object_graph_def
     # TF1 SavedModels carry no object graph; TF2 ones have a root with children.
     if len(graph.nodes) <= 1:
@@ -140,7 +140,7 @@ def _saved_model_kind(directory: Path) -> Format:
     return Format.TF2_SAVED_MODEL
 
 
-def _parse_graph_def(path: Path):  # type: ignore[no-untyped-def]
+def parse_graph_def(path: Path):  # type: ignore[no-untyped-def]
     from google.protobuf.message import DecodeError
     from tensorflow.core.framework import graph_pb2
 

@@ -18,7 +18,7 @@ from tensorflow.core.protobuf import config_pb2
 
 from tfhost.errors import FormatError
 from tfhost.formats.common import loading, run_error, shape_tuple, spec_from_tensor_info
-from tfhost.formats.detect import _parse_graph_def, _read_saved_model
+from tfhost.formats.detect import parse_graph_def, read_saved_model
 from tfhost.specs import Format, SignatureSpec, TensorSpec
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -88,7 +88,7 @@ def _new_session(graph: tf.Graph) -> tf.compat.v1.Session:
 
 
 def _choose_tags(name: str, path: Path, requested: Sequence[str] | None) -> list[str]:
-    proto = _read_saved_model(path)
+    proto = read_saved_model(path)
     available = [sorted(mg.meta_info_def.tags) for mg in proto.meta_graphs]
     if requested is not None:
         if sorted(requested) not in available:
@@ -162,7 +162,7 @@ def _resolve(graph: tf.Graph, name: str, model: str, role: str) -> tf.Tensor:
 
 
 def load_frozen_graph(name: str, path: Path, options: Mapping[str, Any]) -> GraphServable:
-    graph_def = _parse_graph_def(path)
+    graph_def = parse_graph_def(path)
     with loading(name, path):
         graph = tf.Graph()
         with graph.as_default():
