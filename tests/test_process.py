@@ -531,6 +531,30 @@ def test_restarts_are_bounded_and_a_failed_restart_uses_up_a_try(
     host.close()
 
 
+def test_a_worker_that_served_a_while_gets_a_fresh_count_of_restarts(
+    artifacts: ArtifactMap,
+) -> None:
+    settings = WorkerSettings(max_restarts=1, restart_backoff_s=0.05, restart_window_s=0.5)
+    host = Host(HostSettings(worker=settings))
+    events = Events(host)
+    host.load("steady", artifacts[Format.TF2_SAVED_MODEL, 1.0], isolation="process")
+    for _ in range(2):  # with max_restarts=1, the second death restarts only by the window
+        time.sleep(0.6)  # serve longer than restart_window_s
+        os.kill(worker_pid("steady"), signal.SIGKILL)
+        assert isinstance(events.next("steady", State.FAILED).error, WorkerDied)
+        events.next("steady", State.LOADING)
+        events.next("steady", State.AVAILABLE)
+    np.testing.assert_allclose(
+        host.predict("steady", {"x": SAMPLE_X})["y"], expected_y(SAMPLE_X, 1.0), rtol=1e-6
+    )
+    # A death right after a restart is part of a crash loop: out of tries, no restart.
+    os.kill(worker_pid("steady"), signal.SIGKILL)
+    events.next("steady", State.FAILED)
+    with pytest.raises(queue.Empty):
+        events.next("steady", State.LOADING, timeout=2.0)
+    host.close()
+
+
 @pytest.fixture(scope="module")
 def trouble(toolbox: Path) -> Iterator[tuple[Host, Events]]:
     host = Host(HostSettings(worker=FAST_RESTARTS))

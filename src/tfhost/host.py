@@ -89,6 +89,7 @@ class _Version:
     """One model version's record. Every field is guarded by ``Host._lock``."""
 
     __slots__ = (
+        "available_since",
         "cell",
         "error",
         "group",
@@ -118,7 +119,8 @@ class _Version:
         self.error: TfhostError | None = None
         self.cell: Cell | None = None
         self.refs = 0
-        self.restarts = 0  # worker restarts since the last successful load by the caller
+        self.restarts = 0  # worker restarts in the current run of quick deaths
+        self.available_since = 0.0  # time.monotonic() of the last move to AVAILABLE
 
     def info(self) -> ModelInfo:
         cell = self.cell
@@ -301,6 +303,7 @@ class Host:
         with self._lock:
             entry.cell = cell
             entry.error = None
+            entry.available_since = time.monotonic()
             self._move(entry, State.AVAILABLE)
         self._deliver()
 
@@ -312,6 +315,8 @@ class Host:
             entry.error = error
             self._move(entry, State.FAILED)
             dead, entry.cell = entry.cell, None
+            if time.monotonic() - entry.available_since >= self.settings.worker.restart_window_s:
+                entry.restarts = 0  # it served a good while: not part of a crash loop
             delay = self._next_restart(entry)
         self._deliver()
         if dead is not None:

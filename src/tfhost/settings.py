@@ -22,6 +22,9 @@ class WorkerSettings:
     spin_us: int = 500
     max_restarts: int = 3
     restart_backoff_s: float = 0.5
+    # A worker that served this long before it died starts a fresh count of restarts:
+    # max_restarts bounds a crash loop, not the number of crashes in a version's life.
+    restart_window_s: float = 60.0
     start_timeout_s: float = 120.0
 
 
