@@ -55,7 +55,8 @@ def write_mlp(path: Path) -> Path:
             self.bs = [tf.Variable(np.zeros(s[1], np.float32)) for s in shapes]
 
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([None, 64], tf.float32, name="features")]
+            autograph=False,
+            input_signature=[tf.TensorSpec([None, 64], tf.float32, name="features")],
         )
         def serve(self, h: tf.Tensor) -> dict[str, tf.Tensor]:
             for i, (w, b) in enumerate(zip(self.ws, self.bs, strict=True)):
@@ -79,7 +80,8 @@ def write_image_model(path: Path) -> Path:
             self.k = tf.Variable(tf.fill([3, 3, 3, 4], 0.1))
 
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")]
+            autograph=False,
+            input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")],
         )
         def serve(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
             features = tf.nn.conv2d(image, self.k, strides=4, padding="SAME")

@@ -36,11 +36,12 @@ def mixed_dtypes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     class Mixed(tf.Module):
         @tf.function(
+            autograph=False,
             input_signature=[
                 tf.TensorSpec([None, 2], tf.float32, name="f"),
                 tf.TensorSpec([None], tf.int32, name="i"),
                 tf.TensorSpec([None], tf.string, name="s"),
-            ]
+            ],
         )
         def serve(self, f: tf.Tensor, i: tf.Tensor, s: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"f2": f * 2.0, "i1": i + 1, "len": tf.strings.length(s)}

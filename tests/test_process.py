@@ -146,19 +146,19 @@ def toolbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     class Toolbox(tf.Module):  # type: ignore[misc]  # TensorFlow has no type hints
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
+            autograph=False, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
         )
         def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"y": x * 2.0}
 
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([None], tf.string)]
+            autograph=False, input_signature=[tf.TensorSpec([None], tf.string)]
         )
         def echo(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"text": tf.strings.join([text, "!"])}
 
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([], tf.float32)]
+            autograph=False, input_signature=[tf.TensorSpec([], tf.float32)]
         )
         def sleep(self, seconds: tf.Tensor) -> dict[str, tf.Tensor]:
             # SleepDataset waits without holding a CPU, like a model stuck on I/O.
@@ -173,13 +173,13 @@ def toolbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
             return {"slept": dataset.reduce(tf.constant(0, tf.int64), lambda a, b: a + b)}
 
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([], tf.string)]
+            autograph=False, input_signature=[tf.TensorSpec([], tf.string)]
         )
         def fail(self, path: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"data": tf.io.read_file(path)}
 
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([], tf.string)]
+            autograph=False, input_signature=[tf.TensorSpec([], tf.string)]
         )
         def abort(self, message: tf.Tensor) -> dict[str, tf.Tensor]:
             # A crash in native code, as a buggy custom op would crash: SIGABRT.
@@ -210,7 +210,7 @@ def big_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
             self.w = tf.Variable(tf.fill([BIG_SIDE, BIG_SIDE], 1.0 / BIG_SIDE), name="w")
 
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([None, BIG_SIDE], tf.float32)]
+            autograph=False, input_signature=[tf.TensorSpec([None, BIG_SIDE], tf.float32)]
         )
         def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"y": tf.matmul(x, self.w)}

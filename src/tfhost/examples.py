@@ -106,7 +106,7 @@ def write_tf2_saved_model(path: Path, scale: float) -> Path:
             self.b = tf.Variable(scale * B, name="b")
 
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")]
+            autograph=False, input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")]
         )
         def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"y": tf.matmul(x, self.w) + self.b}
