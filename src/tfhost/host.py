@@ -163,10 +163,13 @@ class Handle:
 
     @property
     def signatures(self) -> Mapping[str, SignatureSpec]:
+        return self._cell().signatures
+
+    def _cell(self) -> Cell:
         cell = self._entry.cell
         if cell is None:  # its worker died after this handle was acquired
             raise self._host._unavailable(self._entry.id.model, [self._entry])
-        return cell.signatures
+        return cell
 
     def predict(
         self,
@@ -177,9 +180,7 @@ class Handle:
     ) -> dict[str, np.ndarray]:
         """Run ``signature``. ``timeout`` (seconds, default ``HostSettings.request_timeout_s``)
         is kept by process-isolated models only: an inline call cannot be interrupted."""
-        cell = self._entry.cell
-        if cell is None:  # its worker died after this handle was acquired
-            raise self._host._unavailable(self._entry.id.model, [self._entry])
+        cell = self._cell()
         spec = cell.signatures.get(signature)
         if spec is None:
             raise NotFound(
@@ -271,11 +272,12 @@ class Host:
         with self._lock:
             closed = self._closed
             info = entry.info()
+            error = entry.error if entry.state is State.FAILED else None
         if closed:  # close() ran while we loaded: do not leak the new cell
             self.unload(name, number)
             raise Unavailable("host was closed while loading")
-        if entry.error is not None and info.state is State.FAILED:
-            raise entry.error
+        if error is not None:
+            raise error
         return info
 
     def _open(self, entry: _Version) -> None:
@@ -467,7 +469,7 @@ class Host:
 
     def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
         """``{"model", "version", "format", "signatures": {sig: {"inputs", "outputs"}}}``."""
-        with self.acquire(name, version) as handle:
+        with self.acquire(name, version) as handle, self._lock:
             info = handle._entry.info()
         return {
             "model": info.name,

@@ -64,18 +64,13 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _first_line(text: str) -> str:
-    stripped = text.strip()
-    return stripped.splitlines()[0] if stripped else ""
-
-
 def describe(exc: BaseException, *, gpus: int = 0, earlier_loads: int = 0) -> dict[str, Any]:
     """An exception as JSON: its type, message, and the kind of cause doctor recognises.
 
     The recognisers look through the whole exception chain, because tfhost's own errors
     wrap the TensorFlow or Keras error that names the missing piece.
     """
-    from tfhost.formats.common import MISSING_OBJECT, MISSING_OP
+    from tfhost.formats.common import MISSING_OBJECT, MISSING_OP, first_line
 
     chain = _chain(exc)
     text = "\n".join(str(e) for e in chain)
@@ -99,7 +94,7 @@ def describe(exc: BaseException, *, gpus: int = 0, earlier_loads: int = 0) -> di
     if isinstance(exc, TfhostError):
         message = exc.message
     else:
-        message = f"{type(exc).__name__}: {_first_line(str(exc))}"
+        message = f"{type(exc).__name__}: {first_line(str(exc))}"
     return {
         "type": type(exc).__name__,
         "message": message[:2000],

@@ -63,6 +63,11 @@ MISSING_OBJECT = re.compile(
 )
 
 
+def first_line(text: str) -> str:
+    stripped = text.strip()
+    return stripped.splitlines()[0] if stripped else ""
+
+
 def translate_load_error(model: str, path: Path, exc: BaseException) -> Exception:
     """Turn a TensorFlow/Keras load failure into a tfhost error that says what to do."""
     text = str(exc)
@@ -81,9 +86,9 @@ def translate_load_error(model: str, path: Path, exc: BaseException) -> Exceptio
         )
     if isinstance(exc, (LoadError, FormatError)):
         return exc
-    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    first = first_line(text)
     return FormatError(
-        f"model {model!r}: could not load {path}: {type(exc).__name__}: {first_line[:500]}"
+        f"model {model!r}: could not load {path}: {type(exc).__name__}: {first[:500]}"
     )
 
 

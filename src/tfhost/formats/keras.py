@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhost.errors import FormatError, LoadError
-from tfhost.formats.common import loading
+from tfhost.formats.common import first_line, loading
 from tfhost.formats.eager import Entry, FunctionServable, _spec
 from tfhost.specs import Format, SignatureSpec
 
@@ -124,7 +124,7 @@ def _load_h5(name: str, path: Path, custom_objects: Mapping[str, Any], safe_mode
             str(path), custom_objects=dict(custom_objects), compile=False, safe_mode=safe_mode
         )
     except Exception as keras3_error:
-        reason = str(keras3_error).strip().splitlines()[0][:300]
+        reason = first_line(str(keras3_error))[:300]
         if "safe_mode" in str(keras3_error):
             # Never route around Keras' refusal to run code stored in the file.
             raise LoadError(
