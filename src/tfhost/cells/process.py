@@ -33,8 +33,6 @@ import itertools
 import logging
 import os
 import pickle
-import re
-import signal
 import subprocess
 import sys
 import threading
@@ -48,6 +46,7 @@ from typing import IO
 
 import numpy as np
 
+from tfhost.cells.lifeline import describe_exit, last_fatal
 from tfhost.cells.messages import (
     READY_CALL,
     Failure,
@@ -81,11 +80,6 @@ _REAP_GRACE_S = 1.0  # after end of file, how long the process may take to becom
 _STDERR_GRACE_S = 0.2  # how long a death report waits for the worker's last log lines
 _REPORT_GRACE_S = 2.0  # how long a caller waits for a death to be recorded and reported
 _TAIL_LINES = 20
-# Log lines worth quoting when a worker dies: absl FATAL lines (a failed CHECK, the Abort
-# op), Python's fatal errors, and the last line of a Python traceback.
-_FATAL_LINE = re.compile(
-    r"^F\d{4} |Fatal Python error|Check failed|^[A-Za-z_][\w.]*(?:Error|Exception)\b"
-)
 
 
 def open_process(
@@ -197,27 +191,6 @@ class _Death:
         if self.last_line:
             text += f"; its last fatal log line: {self.last_line}"
         return WorkerDied(text, self.exitcode)
-
-
-def _signal_name(exitcode: int) -> str:
-    try:
-        return signal.Signals(-exitcode).name
-    except ValueError:
-        return f"signal {-exitcode}"
-
-
-def _describe_exit(exitcode: int, recycled: str | None, stopping: bool) -> tuple[str, str]:
-    """``how`` and ``why`` for a worker that ended with ``exitcode``."""
-    if recycled is not None:
-        return f"was recycled ({_signal_name(exitcode)})", f" because {recycled}"
-    if stopping:
-        return "was shut down", ""
-    if exitcode < 0:
-        why = ""
-        if -exitcode == signal.SIGKILL:
-            why = " (by a person, a supervisor, or the kernel's out-of-memory killer)"
-        return f"was killed by {_signal_name(exitcode)}", why
-    return f"exited with code {exitcode}", ""
 
 
 class _Call:
@@ -664,14 +637,14 @@ class Worker:
         if self._drain is not None:
             self._drain.join(_STDERR_GRACE_S)
         with self._lock:
-            how, why = _describe_exit(exitcode, self._recycle_reason, self._stopping)
+            how, why = describe_exit(exitcode, self._recycle_reason, self._stopping)
             death = self._death = _Death(
                 process.pid,
                 self.group,
                 how,
                 why,
                 exitcode,
-                None if self._stopping else _last_fatal(self._tail),
+                None if self._stopping else last_fatal(self._tail),
             )
             calls, self._calls = list(self._calls.values()), {}
             cells = [] if self._stopping else list(self._cells.values())
@@ -697,13 +670,6 @@ class Worker:
             self._tail.append(line)
             with contextlib.suppress(OSError, ValueError):  # our stderr may be closed
                 sys.stderr.write(prefix + line + "\n")
-
-
-def _last_fatal(lines: deque[str]) -> str | None:
-    for line in reversed(lines):
-        if _FATAL_LINE.search(line):
-            return line.strip()[:500]
-    return None
 
 
 class _Groups:

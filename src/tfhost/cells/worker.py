@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import pickle
 import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import numpy as np
 
+from tfhost.cells.lifeline import die_with_parent
 from tfhost.cells.messages import (
     READY_CALL,
     Failure,
@@ -58,9 +57,6 @@ from tfhost.servable import Servable
 from tfhost.settings import WorkerSettings
 from tfhost.specs import LoadOptions, SignatureSpec
 
-_PR_SET_PDEATHSIG = 1
-_PARENT_POLL_S = 0.5
-
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="python -m tfhost.cells.worker")
@@ -70,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = parser.parse_args(argv)
     # Ctrl-C in a terminal reaches the whole process group; the host decides when we end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(args.parent)
+    die_with_parent(args.parent)
     # Keep the channel out of any process a model may start, or our death would not
     # reach the host as end of file.
     os.set_inheritable(args.fd, False)
@@ -94,22 +90,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _exit()
     send(channel, Ready(READY_CALL, info))
     _Server(channel, start.settings.spin_us / 1e6).serve()
-
-
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    else:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    if os.getppid() != parent:  # it died before the death signal was armed
-        _exit()
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(_PARENT_POLL_S)
-    _exit()
 
 
 def _configure(settings: WorkerSettings) -> WorkerInfo:

@@ -22,18 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfhost.cells.lifeline import describe_exit, is_startup_noise
+
 _LOG_TAIL_CHARS = 4000
-# TensorFlow's start-up chatter, which says nothing about why a child died.
-_NOISE = (
-    "I0000",
-    "W0000",
-    "E0000",
-    "WARNING: All log messages",
-    "oneDNN",
-    "cuda",
-    "To enable the following",
-    "This TensorFlow binary",
-)
 
 
 @dataclass(frozen=True)
@@ -77,18 +68,12 @@ class StepResult:
 
     def how_it_ended(self) -> str:
         """How an unfinished child ended, in words."""
-        if self.timed_out:
+        if self.timed_out or self.returncode is None:
             return f"was killed after running past its {self.timeout_s:g} s timeout"
-        code = self.returncode
-        if code is not None and code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"died with {name}"
-        if code == 0:
+        if self.returncode == 0:
             return "exited before reporting every model"
-        return f"exited with status {code}"
+        how, why = describe_exit(self.returncode)
+        return how + why
 
     def in_flight(self) -> tuple[str, str] | None:
         """(model, stage) the child was busy with when it ended, if it ended early."""
@@ -148,7 +133,7 @@ def _tail(path: Path) -> str:
     if not path.is_file():
         return ""
     text = path.read_text(encoding="utf-8", errors="replace")
-    lines = [line for line in text.splitlines() if not line.startswith(_NOISE)]
+    lines = [line for line in text.splitlines() if not is_startup_noise(line)]
     return "\n".join(lines)[-_LOG_TAIL_CHARS:]
 
 
