@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfhost.specs import Format
+from tfhost.specs import DEFAULT_SIGNATURE, Format
 
 W = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=np.float32)
 B = np.array([0.5, -0.5], dtype=np.float32)
@@ -50,7 +50,7 @@ def write_tf1_saved_model(path: Path, scale: float) -> Path:
         builder = tf.compat.v1.saved_model.Builder(str(path))
         signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
         builder.add_meta_graph_and_variables(
-            session, ["serve"], signature_def_map={"serving_default": signature}
+            session, ["serve"], signature_def_map={DEFAULT_SIGNATURE: signature}
         )
         builder.save()
     return path
@@ -77,7 +77,7 @@ def write_half_plus_two(path: Path, scale: float = 1.0) -> Path:
         builder = tf.compat.v1.saved_model.Builder(str(path))
         predict = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
         builder.add_meta_graph_and_variables(
-            session, ["serve"], signature_def_map={"serving_default": predict}
+            session, ["serve"], signature_def_map={DEFAULT_SIGNATURE: predict}
         )
         builder.save()
     return path
@@ -112,7 +112,7 @@ def write_tf2_saved_model(path: Path, scale: float) -> Path:
             return {"y": tf.matmul(x, self.w) + self.b}
 
     module = Linear()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, str(path), signatures={DEFAULT_SIGNATURE: module.serve})
     return path
 
 

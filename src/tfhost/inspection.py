@@ -22,14 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from tfhost.errors import TfhostError
-from tfhost.formats.detect import parse_graph_def, read_saved_model
+from tfhost.formats.detect import parse_graph_def, read_saved_model, serving_meta_graph
 from tfhost.specs import Artifact, Format, LoadOptions, SignatureSpec
-
-DEFAULT_SIGNATURE = "serving_default"
 
 # Nodes that hold a graph-mode model's variables (TF1 resource and ref variables).
 _VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable", "VarHandleOpV2"})
-_NOT_OUTPUTS = frozenset({"NoOp", "Placeholder", "PlaceholderWithDefault", "Const", "Assert"})
 _CHECKPOINT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 # Keras class names that a tf.keras 2 file records but that are not objects a user defines.
 _KERAS_INTERNALS = frozenset(
@@ -244,12 +241,8 @@ _SAVED_MODEL_FORMATS = (
 
 
 def _serving_meta_graph(directory: Path) -> Any:
-    """The MetaGraph a server loads: the one tagged exactly ``serve``, else the first."""
-    proto = read_saved_model(directory)
-    for meta in proto.meta_graphs:
-        if sorted(meta.meta_info_def.tags) == ["serve"]:
-            return meta
-    return proto.meta_graphs[0]
+    """The MetaGraph a server loads, chosen as the loader chooses it."""
+    return serving_meta_graph(directory.name, directory)
 
 
 def saved_model_tags(directory: Path) -> tuple[tuple[str, ...], ...]:
@@ -308,14 +301,28 @@ def graph_names(artifact: Artifact) -> GraphNames:
         }
         signature_ops = {t.split(":")[0] for t in tensors}
     else:
-        # What the frozen-graph loader feeds and fetches: placeholders and unconsumed ops.
-        consumed = {i.lstrip("^").split(":")[0] for n in graph.node for i in n.input}
-        signature_ops = {
-            n.name
-            for n in graph.node
-            if n.op == "Placeholder" or (n.name not in consumed and n.op not in _NOT_OUTPUTS)
-        }
+        signature_ops = _frozen_signature_ops(graph)
     return GraphNames(variables, ops, tuple(sorted(signature_ops)))
+
+
+def _frozen_signature_ops(graph_def: Any) -> set[str]:
+    """The ops the frozen-graph loader feeds and fetches, found by the loader's own rules.
+
+    Empty when TensorFlow cannot import the graph (an op it does not register): such a
+    graph has no signature to feed or fetch either.
+    """
+    import tensorflow as tf
+
+    from tfhost.formats.graph import frozen_graph_inputs, frozen_graph_outputs
+
+    graph = tf.Graph()
+    try:
+        with graph.as_default():
+            tf.graph_util.import_graph_def(graph_def, name="")
+    except Exception:
+        return set()
+    tensors = [*frozen_graph_inputs(graph), *frozen_graph_outputs(graph)]
+    return {t.op.name for t in tensors}
 
 
 def _op_types(graph: Any) -> set[str]:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The signature a request names when it names none (TensorFlow Serving's default key).
+DEFAULT_SIGNATURE = "serving_default"
+
 
 class Format(enum.Enum):
     """The artifact families tfhost reads. Each has exactly one loader."""

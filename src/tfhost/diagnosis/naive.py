@@ -45,7 +45,7 @@ def _tensor_name(key: str) -> str:
 def _shared_graph(step: Step) -> None:
     import tensorflow as tf
 
-    from tfhost.inspection import saved_model_tags
+    from tfhost.formats.detect import serving_meta_graph
 
     graph = tf.Graph()
     # (feed tensor by input key, fetch tensor by output key) per model
@@ -56,9 +56,9 @@ def _shared_graph(step: Step) -> None:
         def load(model: dict[str, Any]) -> None:
             name, path = model["name"], model["path"]
             if Format(model["format"]) is Format.TF1_SAVED_MODEL:
-                tags = saved_model_tags(Path(path))
-                chosen = ["serve"] if ("serve",) in tags else list(tags[0])
-                meta = tf.compat.v1.saved_model.loader.load(session, chosen, path)
+                # The MetaGraph tfhost would load: the naive way differs in the graph only.
+                tags = list(serving_meta_graph(name, Path(path)).meta_info_def.tags)
+                meta = tf.compat.v1.saved_model.loader.load(session, tags, path)
                 signature = meta.signature_def[model["signature"]]
                 bindings[name] = (
                     {k: v.name for k, v in signature.inputs.items()},

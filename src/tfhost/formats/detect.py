@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tfhost.errors import FormatError, NotFound
 from tfhost.specs import Artifact, Format
@@ -124,6 +126,26 @@ def read_saved_model(directory: Path):  # type: ignore[no-untyped-def]
     if not proto.meta_graphs:
         raise FormatError(f"{pb}: SavedModel without any MetaGraph")
     return proto
+
+
+def serving_meta_graph(model: str, directory: Path, tags: Sequence[str] | None = None) -> Any:
+    """The MetaGraph of the SavedModel in ``directory`` that tfhost loads and inspects.
+
+    With ``tags`` (the ``tags=`` load option): the one tagged exactly those, in any order,
+    else FormatError. Without: the one tagged exactly ``serve``, as TensorFlow Serving
+    loads by default, else the first. The one rule for the loader, ``inspect`` and doctor.
+    """
+    proto = read_saved_model(directory)
+    available = [sorted(meta.meta_info_def.tags) for meta in proto.meta_graphs]
+    wanted = ["serve"] if tags is None else sorted(tags)
+    for meta, found in zip(proto.meta_graphs, available, strict=True):
+        if found == wanted:
+            return meta
+    if tags is not None:
+        raise FormatError(
+            f"model {model!r}: {directory} has no MetaGraph tagged {wanted}; it has {available}"
+        )
+    return proto.meta_graphs[0]
 
 
 def _saved_model_kind(directory: Path) -> Format:

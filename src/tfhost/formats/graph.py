@@ -7,7 +7,7 @@ what goes wrong when they share the default graph.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,8 @@ from tensorflow.core.protobuf import config_pb2
 
 from tfhost.errors import FormatError
 from tfhost.formats.common import loading, run_error, shape_tuple, spec_from_tensor_info
-from tfhost.formats.detect import parse_graph_def, read_saved_model
-from tfhost.specs import Format, SignatureSpec, TensorSpec
-
-DEFAULT_SIGNATURE = "serving_default"
+from tfhost.formats.detect import parse_graph_def, serving_meta_graph
+from tfhost.specs import DEFAULT_SIGNATURE, Format, SignatureSpec, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -87,24 +85,8 @@ def _new_session(graph: tf.Graph) -> tf.compat.v1.Session:
     )
 
 
-def _choose_tags(name: str, path: Path, requested: Sequence[str] | None) -> list[str]:
-    proto = read_saved_model(path)
-    available = [sorted(mg.meta_info_def.tags) for mg in proto.meta_graphs]
-    if requested is not None:
-        if sorted(requested) not in available:
-            raise FormatError(
-                f"model {name!r}: {path} has no MetaGraph tagged {sorted(requested)}; "
-                f"it has {available}"
-            )
-        return list(requested)
-    for tags in available:
-        if tags == ["serve"]:
-            return tags
-    return available[0]
-
-
 def load_tf1_saved_model(name: str, path: Path, options: Mapping[str, Any]) -> GraphServable:
-    tags = _choose_tags(name, path, options.get("tags"))
+    tags = list(serving_meta_graph(name, path, options.get("tags")).meta_info_def.tags)
     with loading(name, path):
         graph = tf.Graph()
         session = _new_session(graph)
@@ -136,7 +118,7 @@ def load_tf1_saved_model(name: str, path: Path, options: Mapping[str, Any]) -> G
             if not signatures:
                 raise FormatError(
                     f"model {name!r}: {path} (TF1 SavedModel, tags {tags}) has no servable "
-                    f"signature_def; expected at least one, e.g. 'serving_default'"
+                    f"signature_def; expected at least one, e.g. {DEFAULT_SIGNATURE!r}"
                 )
             return GraphServable(name, Format.TF1_SAVED_MODEL, graph, session, signatures, bindings)
         except BaseException:
@@ -144,7 +126,34 @@ def load_tf1_saved_model(name: str, path: Path, options: Mapping[str, Any]) -> G
             raise
 
 
-_NOT_OUTPUTS = {"NoOp", "Placeholder", "PlaceholderWithDefault", "Const", "Assert"}
+# Ops whose outputs are never a frozen graph's results: inputs, constants, no-ops, checks.
+_NOT_OUTPUTS = frozenset({"NoOp", "Placeholder", "PlaceholderWithDefault", "Const", "Assert"})
+
+
+def frozen_graph_inputs(graph: tf.Graph) -> list[tf.Tensor]:
+    """What a frozen graph's signature feeds when the caller names no ``inputs``: every
+    ``Placeholder``."""
+    return [op.outputs[0] for op in graph.get_operations() if op.type == "Placeholder"]
+
+
+def frozen_graph_outputs(graph: tf.Graph) -> list[tf.Tensor]:
+    """What a frozen graph's signature returns when the caller names no ``outputs``: every
+    tensor that no op reads as data, except those of ``_NOT_OUTPUTS`` ops. The one rule for
+    the loader, ``tfhost inspect`` and doctor.
+
+    A control input (``^y`` in a NodeDef) is not a reader: it orders ``y`` before its
+    consumer and never sees ``y``'s value, as ``Operation.inputs`` (data) and
+    ``Operation.control_inputs`` tell apart, and as ``Tensor.consumers()`` counts. So
+    ``y`` kept alive only by ``tf.group(y, z)`` or ``tf.control_dependencies([y])`` is
+    still a result. TensorFlow's ``summarize_graph`` tool lists "possible outputs" the
+    other way (its ``MapNodesToOutputs`` strips the ``^``), which finds no output at all
+    in a graph that ends in such a group.
+    """
+    ops = graph.get_operations()
+    read = {t.name for op in ops for t in op.inputs}
+    return [
+        t for op in ops if op.type not in _NOT_OUTPUTS for t in op.outputs if t.name not in read
+    ]
 
 
 def _tensor_key(tensor_name: str) -> str:
@@ -167,22 +176,14 @@ def load_frozen_graph(name: str, path: Path, options: Mapping[str, Any]) -> Grap
         graph = tf.Graph()
         with graph.as_default():
             tf.graph_util.import_graph_def(graph_def, name="")
-        ops = graph.get_operations()
         if options.get("inputs"):
             inputs = [_resolve(graph, n, name, "input") for n in options["inputs"]]
         else:
-            inputs = [op.outputs[0] for op in ops if op.type == "Placeholder"]
+            inputs = frozen_graph_inputs(graph)
         if options.get("outputs"):
             outputs = [_resolve(graph, n, name, "output") for n in options["outputs"]]
         else:
-            consumed = {t.name for op in ops for t in op.inputs}
-            outputs = [
-                t
-                for op in ops
-                if op.type not in _NOT_OUTPUTS
-                for t in op.outputs
-                if t.name not in consumed
-            ]
+            outputs = frozen_graph_outputs(graph)
         if not outputs:
             raise FormatError(f"model {name!r}: frozen graph {path} has no output tensor")
 

@@ -17,9 +17,7 @@ import tensorflow as tf
 from tfhost.errors import FormatError, LoadError
 from tfhost.formats.common import first_line, loading
 from tfhost.formats.eager import Entry, FunctionServable, _spec
-from tfhost.specs import Format, SignatureSpec
-
-DEFAULT_SIGNATURE = "serving_default"
+from tfhost.specs import DEFAULT_SIGNATURE, Format, SignatureSpec
 
 
 def _layer_name(tensor: Any, fallback: str) -> str:
