@@ -7,7 +7,9 @@ else looks at the class to decide a status.
     TfhostError
     ├── FormatError         INVALID_ARGUMENT   artifact unknown, corrupt or unreadable
     ├── LoadError           FAILED_PRECONDITION artifact readable but needs something
-    │                                           (a custom object, an op library, tf_keras)
+    │   │                                       (a custom object, an op library, tf_keras)
+    │   ├── MissingOp                           an op type not registered: ``op``
+    │   └── MissingCustomObject                 a Keras object not given: ``object_name``
     ├── InputError          INVALID_ARGUMENT   request inputs do not fit the signature
     ├── NotFound            NOT_FOUND          model, version or signature unknown
     ├── AlreadyExists       FAILED_PRECONDITION the model version is already loaded
@@ -55,6 +57,22 @@ class LoadError(TfhostError):
     """The artifact is readable but loading it needs something that is missing."""
 
     code = Code.FAILED_PRECONDITION
+
+
+class MissingOp(LoadError):
+    """The graph uses an op type (``op``) that is not registered in this process."""
+
+    def __init__(self, message: str, op: str) -> None:
+        super().__init__(message)
+        self.op = op
+
+
+class MissingCustomObject(LoadError):
+    """The model names a Keras class or function (``object_name``) that was not given."""
+
+    def __init__(self, message: str, object_name: str) -> None:
+        super().__init__(message)
+        self.object_name = object_name
 
 
 class InputError(TfhostError):

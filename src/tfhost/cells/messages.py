@@ -36,6 +36,8 @@ from tfhost.errors import (
     InputError,
     InternalError,
     LoadError,
+    MissingCustomObject,
+    MissingOp,
     ModelError,
     NotFound,
     ResourceExhausted,
@@ -112,7 +114,9 @@ class Failure(NamedTuple):
     call: int
     kind: str  # the tfhost error class name
     message: str
-    type_name: str | None  # for ModelError: the type of what the model raised
+    # The error's one field beyond its message, where it has one: ModelError's type_name,
+    # MissingOp's op, MissingCustomObject's object_name.
+    detail: str | None
 
 
 class Unload(NamedTuple):
@@ -172,6 +176,9 @@ _KINDS: dict[str, type[TfhostError]] = {
         InputError,
         InternalError,
         LoadError,
+        MissingCustomObject,
+        MissingOp,
+        ModelError,
         NotFound,
         ResourceExhausted,
         TfhostError,
@@ -182,18 +189,29 @@ _KINDS: dict[str, type[TfhostError]] = {
 
 def failure(call: int, error: TfhostError) -> Failure:
     """The message that carries ``error`` to the host."""
-    if isinstance(error, ModelError):
-        return Failure(call, ModelError.__name__, error.message, error.type_name)
     kind = type(error)
     # A subclass the host does not know travels as its nearest known base (at worst
     # TfhostError itself, which is in _KINDS).
     while kind.__name__ not in _KINDS:
         kind = kind.__mro__[1]
-    return Failure(call, kind.__name__, error.message, None)
+    detail = None
+    if isinstance(error, ModelError):
+        detail = error.type_name
+    elif isinstance(error, MissingOp):
+        detail = error.op
+    elif isinstance(error, MissingCustomObject):
+        detail = error.object_name
+    return Failure(call, kind.__name__, error.message, detail)
 
 
 def error_from(message: Failure) -> TfhostError:
-    """The host-side exception for a ``Failure``: same class, same message."""
-    if message.kind == ModelError.__name__:
-        return ModelError(message.message, message.type_name or "Exception")
-    return _KINDS.get(message.kind, InternalError)(message.message)
+    """The host-side exception for a ``Failure``: same class, same message, same field."""
+    kind = _KINDS.get(message.kind, InternalError)
+    detail = message.detail or ""
+    if kind is ModelError:
+        return ModelError(message.message, detail or "Exception")
+    if kind is MissingOp:
+        return MissingOp(message.message, detail)
+    if kind is MissingCustomObject:
+        return MissingCustomObject(message.message, detail)
+    return kind(message.message)

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from tfhost.cells.lifeline import die_with_parent
 from tfhost.diagnosis.core import resolve_custom_object
 from tfhost.diagnosis.inputs import (
     load_arrays,
@@ -33,10 +34,20 @@ from tfhost.diagnosis.inputs import (
     user_inputs,
 )
 from tfhost.diagnosis.verdicts import CauseKind
-from tfhost.errors import InputError, LoadError, TfhostError
+from tfhost.errors import (
+    InputError,
+    LoadError,
+    MissingCustomObject,
+    MissingOp,
+    ModelError,
+    ResourceExhausted,
+    TfhostError,
+)
+from tfhost.specs import DEFAULT_SIGNATURE
 
-_CUSTOM_OBJECT = re.compile(r"uses the custom object '([^']+)'")
+# What TensorFlow and Keras say (never tfhost: its errors say what they are by class).
 _OUT_OF_SCOPE = "is out of scope and cannot be used here"
+_OUT_OF_SCOPE_TENSOR = re.compile(r"<tf\.Tensor '([^']+)'")
 _KERAS3_LEGACY = ("legacy SavedModel format is not supported", "File format not supported")
 _OOM = ("OOM when allocating", "CUDA_ERROR_OUT_OF_MEMORY", "out of memory")
 
@@ -64,39 +75,65 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def describe(exc: BaseException, *, gpus: int = 0, earlier_loads: int = 0) -> dict[str, Any]:
-    """An exception as JSON: its type, message, and the kind of cause doctor recognises.
+def recognise(
+    exc: BaseException, *, gpus: int = 0, earlier_loads: int = 0
+) -> tuple[CauseKind, list[str]]:
+    """The kind of cause doctor recognises in ``exc``, and the names involved.
 
-    The recognisers look through the whole exception chain, because tfhost's own errors
-    wrap the TensorFlow or Keras error that names the missing piece.
+    A tfhost error says what it is by its class and fields (``MissingOp.op``,
+    ``MissingCustomObject.object_name``, ``ModelError.type_name``). Only TensorFlow's and
+    Keras' own exceptions are read for their words: what the naive ways raise, and what a
+    tfhost error was raised from (a load that failed in TensorFlow).
     """
-    from tfhost.formats.common import MISSING_OBJECT, MISSING_OP, first_line
+    from tfhost.formats.common import missing_object, missing_op
 
-    chain = _chain(exc)
-    text = "\n".join(str(e) for e in chain)
-    kind, names = CauseKind.ERROR, []
-    if match := MISSING_OP.search(text):
-        kind, names = CauseKind.MISSING_OP, [match.group(1)]
-    elif _OUT_OF_SCOPE in text:
-        kind = CauseKind.OUT_OF_SCOPE
-        tensor = re.search(r"<tf\.Tensor '([^']+)'", text)
-        names = [tensor.group(1)] if tensor else []
-    elif any(marker in text for marker in _KERAS3_LEGACY):
-        kind = CauseKind.UNREADABLE_FORMAT
-    elif match := (_CUSTOM_OBJECT.search(text) or MISSING_OBJECT.search(text)):
-        kind, names = CauseKind.MISSING_CUSTOM_OBJECT, [match.group(1)]
-    elif any(marker in text for marker in _OOM) or type(exc).__name__ == "ResourceExhaustedError":
-        kind = CauseKind.GPU_PREALLOCATED if gpus and earlier_loads else CauseKind.ERROR
-    elif isinstance(exc, InputError):
-        kind = CauseKind.BAD_INPUTS
-    elif isinstance(exc, LoadError) and "tf_keras" in text:
-        kind = CauseKind.UNREADABLE_FORMAT
+    out_of_memory = CauseKind.GPU_PREALLOCATED if gpus and earlier_loads else CauseKind.ERROR
+    if isinstance(exc, MissingOp):
+        return CauseKind.MISSING_OP, [exc.op]
+    if isinstance(exc, MissingCustomObject):
+        return CauseKind.MISSING_CUSTOM_OBJECT, [exc.object_name]
+    if isinstance(exc, InputError):
+        return CauseKind.BAD_INPUTS, []
+    if isinstance(exc, ResourceExhausted) or (
+        isinstance(exc, ModelError) and exc.type_name == "ResourceExhaustedError"
+    ):
+        return out_of_memory, []
+    foreign = [e for e in _chain(exc) if not isinstance(e, TfhostError)]
+    text = "\n".join(str(e) for e in foreign)
+    if op := missing_op(text):
+        return CauseKind.MISSING_OP, [op]
+    if _OUT_OF_SCOPE in text:
+        tensor = _OUT_OF_SCOPE_TENSOR.search(text)
+        return CauseKind.OUT_OF_SCOPE, [tensor.group(1)] if tensor else []
+    if any(marker in text for marker in _KERAS3_LEGACY):
+        return CauseKind.UNREADABLE_FORMAT, []
+    if name := missing_object(text):
+        return CauseKind.MISSING_CUSTOM_OBJECT, [name]
+    if any(marker in text for marker in _OOM) or any(
+        type(e).__name__ == "ResourceExhaustedError" for e in foreign
+    ):
+        return out_of_memory, []
+    # formats/keras.py's "install tf_keras" LoadError has no field of its own yet: the one
+    # tfhost message still read for a word.
+    if isinstance(exc, LoadError) and "tf_keras" in exc.message:
+        return CauseKind.UNREADABLE_FORMAT, []
+    return CauseKind.ERROR, []
+
+
+def describe(exc: BaseException, *, gpus: int = 0, earlier_loads: int = 0) -> dict[str, Any]:
+    """An exception as JSON: its class, its tfhost ``code`` (None for a foreign exception),
+    its message, and the kind of cause doctor recognises with the names involved."""
+    from tfhost.formats.common import first_line
+
+    kind, names = recognise(exc, gpus=gpus, earlier_loads=earlier_loads)
     if isinstance(exc, TfhostError):
+        code: str | None = exc.code.value
         message = exc.message
     else:
-        message = f"{type(exc).__name__}: {first_line(str(exc))}"
+        code, message = None, f"{type(exc).__name__}: {first_line(str(exc))}"
     return {
         "type": type(exc).__name__,
+        "code": code,
         "message": message[:2000],
         "kind": kind.value,
         "names": names,
@@ -288,8 +325,8 @@ def choose_signature(signatures: Mapping[str, Any], requested: str | None) -> st
         if requested not in signatures:
             raise InputError(f"no signature {requested!r}; the model has {sorted(signatures)}")
         return requested
-    if "serving_default" in signatures:
-        return "serving_default"
+    if DEFAULT_SIGNATURE in signatures:
+        return DEFAULT_SIGNATURE
     if not signatures:
         raise InputError("the model has no signature to run")
     return sorted(signatures)[0]
@@ -321,21 +358,12 @@ def run_tfhost(step: Step) -> None:
         step.each("run", predict, loaded)
 
 
-def exit_with_parent(parent: int) -> None:
-    """End this child when doctor ends, however it ends (even SIGKILL): no orphans."""
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(70)
-
-    threading.Thread(target=watch, name="tfhost-doctor-parent", daemon=True).start()
-
-
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
-    exit_with_parent(int(job["parent"]))
+    # End this child when doctor ends, however it ends (even SIGKILL): no orphans. The
+    # runner starts each child from a pool thread that waits for it, so the thread that
+    # started it outlives it, as die_with_parent requires.
+    die_with_parent(int(job["parent"]))
     events = Events(Path(job["events"]))
     started = time.perf_counter()
     import tensorflow as tf

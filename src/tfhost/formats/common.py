@@ -13,7 +13,15 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfhost.errors import FormatError, InputError, LoadError, ModelError, TfhostError
+from tfhost.errors import (
+    FormatError,
+    InputError,
+    LoadError,
+    MissingCustomObject,
+    MissingOp,
+    ModelError,
+    TfhostError,
+)
 from tfhost.specs import TensorSpec
 
 # TensorFlow's and Keras' loaders keep process-global state (Keras name uniquing,
@@ -56,11 +64,25 @@ def preload(model: str, items: tuple[str, ...]) -> None:
             ) from None
 
 
-MISSING_OP = re.compile(r"Op type not registered '([^']+)'")
-MISSING_OBJECT = re.compile(
+# What TensorFlow and Keras say when a load needs something that is not there. These read
+# their messages, never tfhost's: tfhost's own errors carry what is missing as a field.
+_MISSING_OP = re.compile(r"Op type not registered '([^']+)'")
+_MISSING_OBJECT = re.compile(
     r"(?:Could not locate (?:class|function) |Unknown (?:layer|object|activation|loss|"
     r"metric|optimizer|initializer|regularizer|constraint)(?: type)?:?\s*)'?([\w.>-]+)'?"
 )
+
+
+def missing_op(text: str) -> str | None:
+    """The op type a TensorFlow error says is not registered, if it says so."""
+    match = _MISSING_OP.search(text)
+    return match.group(1) if match else None
+
+
+def missing_object(text: str) -> str | None:
+    """The custom object a Keras error says it cannot find, if it says so."""
+    match = _MISSING_OBJECT.search(text)
+    return match.group(1) if match else None
 
 
 def first_line(text: str) -> str:
@@ -71,18 +93,19 @@ def first_line(text: str) -> str:
 def translate_load_error(model: str, path: Path, exc: BaseException) -> Exception:
     """Turn a TensorFlow/Keras load failure into a tfhost error that says what to do."""
     text = str(exc)
-    if match := MISSING_OP.search(text):
-        return LoadError(
-            f"model {model!r} at {path}: the graph uses op {match.group(1)!r}, which is not "
+    if op := missing_op(text):
+        return MissingOp(
+            f"model {model!r} at {path}: the graph uses op {op!r}, which is not "
             f"registered in this process. Load the library that defines it first: "
-            f"Host.load(..., preload=['path/to/ops.so' or 'python.module'])"
+            f"Host.load(..., preload=['path/to/ops.so' or 'python.module'])",
+            op,
         )
-    if match := MISSING_OBJECT.search(text):
-        name = match.group(1)
-        return LoadError(
+    if name := missing_object(text):
+        return MissingCustomObject(
             f"model {model!r} at {path}: it uses the custom object {name!r}, which is not "
             f"available. Pass it when loading: Host.load(..., custom_objects={{{name!r}: "
-            f"{name.split('>')[-1]}}}), or preload the module that registers it"
+            f"{name.split('>')[-1]}}}), or preload the module that registers it",
+            name,
         )
     if isinstance(exc, (LoadError, FormatError)):
         return exc
