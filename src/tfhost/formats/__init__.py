@@ -8,6 +8,7 @@ so the host side of a process-isolated model never pays for it.
 from __future__ import annotations
 
 from tfhost.formats.detect import detect
+from tfhost.formats.options import checked
 from tfhost.servable import Servable
 from tfhost.specs import Artifact, Format, LoadOptions
 
@@ -15,11 +16,13 @@ __all__ = ["detect", "load"]
 
 
 def load(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
-    """Open ``artifact`` the way its format needs. Raises FormatError or LoadError."""
+    """Open ``artifact`` the way its format needs. Raises FormatError or LoadError, and
+    InputError for a format option the format does not take (formats/options.py)."""
+    extra = checked(name, artifact.format, options.format_options)
     from tfhost.formats.common import preload
 
     preload(name, options.preload)
-    fmt, path, extra = artifact.format, artifact.path, options.format_options
+    fmt, path = artifact.format, artifact.path
     if fmt is Format.TF1_SAVED_MODEL:
         from tfhost.formats.graph import load_tf1_saved_model
 
