@@ -71,3 +71,63 @@ def alone(
 def host() -> Iterator[Host]:
     with Host() as h:
         yield h
+
+
+@pytest.fixture(scope="session")
+def toolbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TF2 SavedModel whose signatures double images, echo strings, sleep, fail or abort."""
+    import tensorflow as tf
+
+    class Toolbox(tf.Module):  # type: ignore[misc]  # TensorFlow has no type hints
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
+        )
+        def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": x * 2.0}
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([None], tf.string)]
+        )
+        def echo(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"text": tf.strings.join([text, "!"])}
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([], tf.float32)]
+        )
+        def sleep(self, seconds: tf.Tensor) -> dict[str, tf.Tensor]:
+            # SleepDataset waits without holding a CPU, like a model stuck on I/O.
+            start = tf.data.Dataset.range(1)
+            slept = tf.raw_ops.SleepDataset(
+                input_dataset=start._variant_tensor,
+                sleep_microseconds=tf.cast(seconds * 1e6, tf.int64),
+                output_types=[tf.int64],
+                output_shapes=[[]],
+            )
+            dataset = tf.data.experimental.from_variant(slept, start.element_spec)
+            return {"slept": dataset.reduce(tf.constant(0, tf.int64), lambda a, b: a + b)}
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([], tf.string)]
+        )
+        def fail(self, path: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"data": tf.io.read_file(path)}
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([], tf.string)]
+        )
+        def abort(self, message: tf.Tensor) -> dict[str, tf.Tensor]:
+            # A crash in native code, as a buggy custom op would crash: SIGABRT.
+            with tf.control_dependencies([tf.raw_ops.Abort(error_msg="toolbox abort")]):
+                return {"never": tf.identity(message)}
+
+    module = Toolbox()
+    path = tmp_path_factory.mktemp("toolbox") / "toolbox"
+    signatures = {
+        "serving_default": module.double,
+        "echo": module.echo,
+        "sleep": module.sleep,
+        "fail": module.fail,
+        "abort": module.abort,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path

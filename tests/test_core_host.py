@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ import pytest
 from tfhost import (
     AlreadyExists,
     Code,
-    DeadlineExceeded,
     Event,
     Format,
     FormatError,
@@ -206,10 +206,20 @@ def test_a_handle_keeps_the_servable_until_released(host: Host, artifacts: Artif
     assert host.models() == []
 
 
-def test_unload_drain_timeout(host: Host, artifacts: ArtifactMap) -> None:
-    host.load("m", artifacts[Format.TF2_SAVED_MODEL, 1.0])
-    with host.acquire("m"), pytest.raises(DeadlineExceeded):
-        host.unload("m", timeout=0.2)
+@pytest.mark.parametrize("fmt", [Format.TF2_SAVED_MODEL, Format.TF1_SAVED_MODEL])
+def test_unload_drain_timeout_revokes_late_handles(
+    host: Host, artifacts: ArtifactMap, fmt: Format
+) -> None:
+    """Past its timeout an unload goes ahead: the version ends, a late handle fails."""
+    host.load("m", artifacts[fmt, 1.0])
+    handle = host.acquire("m")
+    started = time.monotonic()
+    host.unload("m", timeout=0.2)
+    assert 0.2 <= time.monotonic() - started < 10
+    assert host.models() == []
+    with pytest.raises(Unavailable, match="'m' was unloaded"):
+        handle.predict({"x": SAMPLE_X})
+    handle.release()
 
 
 def test_predictions_race_unload_without_crashes(host: Host, artifacts: ArtifactMap) -> None:

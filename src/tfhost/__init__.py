@@ -21,7 +21,7 @@ from tfhost.errors import (
     Unavailable,
     WorkerDied,
 )
-from tfhost.host import Handle, Host, ModelInfo
+from tfhost.host import Checked, Handle, Host, ModelInfo
 from tfhost.settings import HostSettings, WorkerSettings
 from tfhost.specs import Artifact, Format, SignatureSpec, TensorSpec
 from tfhost.state import Event, State, VersionId
@@ -46,6 +46,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AlreadyExists",
     "Artifact",
+    "Checked",
     "Code",
     "DeadlineExceeded",
     "Diagnosis",

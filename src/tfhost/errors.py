@@ -94,11 +94,19 @@ class Unavailable(TfhostError):
 
 
 class WorkerDied(Unavailable):
-    """The worker process serving a model exited; ``exit`` says how."""
+    """The worker process serving a model exited; ``exitcode`` says how.
 
-    def __init__(self, message: str, exitcode: int | None = None) -> None:
+    ``recycled`` is True when tfhost killed it on purpose (a call in it ran past its
+    deadline): not the model's fault, so its models restart at once and the restart
+    does not count against ``WorkerSettings.max_restarts``.
+    """
+
+    def __init__(
+        self, message: str, exitcode: int | None = None, *, recycled: bool = False
+    ) -> None:
         super().__init__(message)
         self.exitcode = exitcode
+        self.recycled = recycled
 
 
 class DeadlineExceeded(TfhostError):

@@ -26,7 +26,9 @@ class State(enum.Enum):
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.START: frozenset({State.LOADING}),
-    State.LOADING: frozenset({State.AVAILABLE, State.FAILED}),
+    # LOADING -> UNLOADING: an unload that gave up waiting for the load (or a close) drops
+    # the version when its load ends; it never serves.
+    State.LOADING: frozenset({State.AVAILABLE, State.FAILED, State.UNLOADING}),
     State.AVAILABLE: frozenset({State.UNLOADING, State.FAILED}),
     State.FAILED: frozenset({State.LOADING, State.UNLOADING}),
     State.UNLOADING: frozenset({State.END}),

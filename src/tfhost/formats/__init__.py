@@ -7,18 +7,31 @@ so the host side of a process-isolated model never pays for it.
 
 from __future__ import annotations
 
+import threading
+
 from tfhost.formats.detect import detect
 from tfhost.formats.options import checked
+from tfhost.formats.runtime import import_tensorflow
 from tfhost.servable import Servable
 from tfhost.specs import Artifact, Format, LoadOptions
 
-__all__ = ["detect", "load"]
+__all__ = ["detect", "load", "loading_lock"]
+
+
+def loading_lock() -> threading.RLock:
+    """The lock every load holds (re-entrant): hold it to make a load and what is measured
+    around it one step."""
+    import_tensorflow()
+    from tfhost.formats.common import LOAD_LOCK
+
+    return LOAD_LOCK
 
 
 def load(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
     """Open ``artifact`` the way its format needs. Raises FormatError or LoadError, and
     InputError for a format option the format does not take (formats/options.py)."""
     extra = checked(name, artifact.format, options.format_options)
+    import_tensorflow()
     from tfhost.formats.common import preload
 
     preload(name, options.preload)

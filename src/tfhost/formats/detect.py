@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tfhost.errors import FormatError, NotFound
+from tfhost.formats.runtime import import_tensorflow
 from tfhost.specs import Artifact, Format
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -108,6 +109,7 @@ def _h5_kind(path: Path) -> Format:
 
 
 def read_saved_model(directory: Path):  # type: ignore[no-untyped-def]
+    import_tensorflow()
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -163,6 +165,7 @@ def _saved_model_kind(directory: Path) -> Format:
 
 
 def parse_graph_def(path: Path):  # type: ignore[no-untyped-def]
+    import_tensorflow()
     from google.protobuf.message import DecodeError
     from tensorflow.core.framework import graph_pb2
 
