@@ -66,6 +66,8 @@ from tfhost.cells.messages import (
     receive_reply,
     send,
 )
+from tfhost.cells.tflog import ENV as TF_LOG_LEVEL_ENV
+from tfhost.cells.tflog import forward_level, min_log_level
 from tfhost.cells.transport import Channel, Region, channel_pair, fit, pack, shared_bytes, unpack
 from tfhost.errors import DeadlineExceeded, InputError, InternalError, LoadError, WorkerDied
 from tfhost.settings import WorkerSettings
@@ -74,6 +76,8 @@ from tfhost.specs import LoadOptions
 OnDeath = Callable[[WorkerDied], None]
 
 _log = logging.getLogger(__name__)
+# What workers write (TensorFlow's log, a model's print), passed on line by line.
+_worker_log = logging.getLogger("tfhost.worker")
 
 _STOP_GRACE_S = 5.0  # a worker asked to shut down gets this long before it is killed
 _REAP_GRACE_S = 1.0  # after end of file, how long the process may take to become a zombie
@@ -323,6 +327,10 @@ class Worker:
             "--label",
             self.label,
         ]
+        # TensorFlow reads its C++ log level once, when imported: the worker's comes from
+        # the user's TF_CPP_MIN_LOG_LEVEL, else from what the "tfhost.worker" logger shows.
+        tf_log_level = min_log_level(os.environ, _worker_log)
+        env = {**os.environ, TF_LOG_LEVEL_ENV: str(tf_log_level)}
         try:
             process = (
                 _spawner()
@@ -332,6 +340,7 @@ class Worker:
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
+                    env=env,
                 )
                 .result()
             )
@@ -346,7 +355,7 @@ class Worker:
         assert process.stderr is not None
         self._drain = threading.Thread(
             target=self._forward_log,
-            args=(process.stderr,),
+            args=(process.stderr, tf_log_level),
             name=f"tfhost-log-{process.pid}",
             daemon=True,
         )
@@ -662,14 +671,26 @@ class Worker:
                 _log.exception("model %r: reporting its worker's death failed", cell.name)
         self._ended.set()
 
-    def _forward_log(self, stream: IO[bytes]) -> None:
-        """Pass the worker's stderr on to ours, labelled, keeping the last lines."""
+    def _forward_log(self, stream: IO[bytes], tf_log_level: int) -> None:
+        """Pass the worker's log lines (its stderr, where its stdout goes too) on through
+        logging, to the ``tfhost.worker`` logger, labelled; keep the last ones for
+        WorkerDied, whether passed on or not.
+
+        Each line goes at the level its prefix names: TensorFlow's C++ lines below
+        ``tf_log_level`` are dropped (TensorFlow drops the later ones itself, not those it
+        writes while it is imported), a line with no known prefix (a model's print, a
+        traceback) is a WARNING. This thread reads to end of file whatever the handlers
+        do: a worker whose stderr pipe is full would stop.
+        """
         prefix = f"[tfhost worker {self.label} pid {self._pid()}] "
+        extra = {"worker_label": self.label, "worker_pid": self._pid()}
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._tail.append(line)
-            with contextlib.suppress(OSError, ValueError):  # our stderr may be closed
-                sys.stderr.write(prefix + line + "\n")
+            level = forward_level(line, tf_log_level)
+            if level is not None:
+                with contextlib.suppress(Exception):
+                    _worker_log.log(level, "%s%s", prefix, line, extra=extra)
 
 
 class _Groups:

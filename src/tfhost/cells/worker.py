@@ -16,12 +16,19 @@ What it does, in order:
    process that is about to end.
 
 Only this process imports TensorFlow (and only after step 2 began); the host never does.
+
+Its stdout goes where its stderr goes, line by line: to the pipe the host reads and passes
+on through ``logging`` (``tfhost.worker``), so a model's print reaches the host's log with
+TensorFlow's own lines, and the host's stdout stays the host's. TensorFlow's C++ log level
+comes in the environment (``TF_CPP_MIN_LOG_LEVEL``), set by the host before TensorFlow is
+imported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import pickle
 import signal
@@ -59,6 +66,7 @@ from tfhost.specs import LoadOptions, SignatureSpec
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    _stdout_to_stderr()
     parser = argparse.ArgumentParser(prog="python -m tfhost.cells.worker")
     parser.add_argument("--fd", type=int, required=True, help="the control channel's socket")
     parser.add_argument("--parent", type=int, required=True, help="the host's process id")
@@ -137,6 +145,13 @@ def _protocol_error(text: str) -> NoReturn:
         sys.stderr.write(f"RuntimeError: tfhost worker: {text}\n")
         sys.stderr.flush()
     os._exit(70)  # EX_SOFTWARE
+
+
+def _stdout_to_stderr() -> None:
+    with contextlib.suppress(OSError):  # no stderr: then stdout stays as it is
+        os.dup2(2, 1)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # a print is a line of the host's log
 
 
 def _exit() -> NoReturn:
