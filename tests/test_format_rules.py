@@ -185,3 +185,21 @@ def test_doctor_words_a_childs_end_as_cells_do() -> None:
     assert ended(2) == "exited with code 2"
     assert ended(0) == "exited before reporting every model"
     assert ended(None, timed_out=True) == "was killed after running past its 30 s timeout"
+
+
+def test_doctor_reads_tfhost_errors_by_class_and_foreign_ones_by_their_words() -> None:
+    from tfhost.diagnosis.child import describe
+
+    described = describe(MissingCustomObject("model 'm': needs it", "Scale"))
+    assert described["kind"] == "missing_custom_object" and described["names"] == ["Scale"]
+    assert described["type"] == "MissingCustomObject"
+    assert described["code"] == "FAILED_PRECONDITION"
+    assert describe(MissingOp("model 'm': needs it", "Foo"))["names"] == ["Foo"]
+    # A tfhost message is never read for words: only the class says what it is.
+    plain = describe(LoadError("model 'm' at p: it uses the custom object 'Scale', which ..."))
+    assert plain["kind"] == "error" and plain["names"] == []
+    # TensorFlow's own errors (what the naive ways raise) are read for theirs.
+    scope = describe(TypeError("<tf.Tensor 'w:0'> is out of scope and cannot be used here"))
+    assert scope["kind"] == "out_of_scope" and scope["names"] == ["w:0"] and scope["code"] is None
+    op = describe(ValueError("Op type not registered 'Foo' in binary"))
+    assert op["kind"] == "missing_op" and op["names"] == ["Foo"]
