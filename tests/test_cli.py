@@ -160,3 +160,80 @@ def test_predict_errors_name_what_is_wrong(tmp_path: Path, artifacts: ArtifactMa
     assert bad_signature.exit_code == 2 and "serving_default" in bad_signature.output
     nothing = invoke("inspect", str(tmp_path / "nothing"))
     assert nothing.exit_code == 2 and "no artifact" in nothing.output
+
+
+def _keras_model(path: Path, names: tuple[str | None, ...]) -> Path:
+    """A .keras model adding its inputs of shape [batch, 3]; a None name lets Keras choose."""
+    import keras
+
+    inputs = [keras.Input((3,), name=name) for name in names]
+    output = inputs[0] if len(inputs) == 1 else keras.layers.Add()(inputs)
+    keras.Model(inputs, keras.layers.Identity()(output)).save(path)
+    return path
+
+
+def _input_names(path: Path) -> list[str]:
+    return list(
+        as_json(invoke("inspect", str(path), "--json"))["signatures"]["serving_default"]["inputs"]
+    )
+
+
+def test_predict_reads_each_input_form_and_names_the_inputs_of_a_wrong_name(
+    tmp_path: Path,
+) -> None:
+    # Keras names the only input itself (input_layer, ...): NAME=VALUE with another name
+    # is a wrong name, not a bare value.
+    model = _keras_model(tmp_path / "effnet.keras", (None,))
+    (name,) = _input_names(model)
+    assert name.startswith("input_layer")
+    np.save(tmp_path / "img.npy", SAMPLE_X)
+    np.savez(tmp_path / "img.npz", img=SAMPLE_X)
+    np.save(tmp_path / "a=b.npy", SAMPLE_X)  # a file name with "=" in it
+    (tmp_path / "img.json").write_text(json.dumps(SAMPLE_X.tolist()))
+    wrong = invoke("predict", str(model), "--input", f"x=@{tmp_path / 'img.npy'}")
+    assert wrong.exit_code == 2
+    assert f"model 'effnet' has no input 'x'; its inputs are ['{name}']" in " ".join(
+        wrong.output.split()
+    )
+    for given in (
+        f"{name}=@{tmp_path / 'img.npy'}",
+        f"@{tmp_path / 'img.npy'}",
+        f"{name}=@{tmp_path / 'img.npz'}",  # its only array
+        f"@{tmp_path / 'img.npz'}",
+        f"{name}=@{tmp_path / 'img.json'}",
+        f"@{tmp_path / 'a=b.npy'}",
+        f"{name}={json.dumps(SAMPLE_X.tolist())}",
+        json.dumps(SAMPLE_X.tolist()),
+    ):
+        document = as_json(invoke("predict", str(model), "--input", given, "--json"))
+        (output,) = document["outputs"].values()
+        np.testing.assert_allclose(output["values"], SAMPLE_X, rtol=1e-6, err_msg=given)
+
+
+def test_predict_feeds_several_inputs_from_names_or_one_npz(tmp_path: Path) -> None:
+    model = _keras_model(tmp_path / "pair.keras", ("a", "b"))
+    np.savez(tmp_path / "ab.npz", a=SAMPLE_X, b=SAMPLE_X * 10)
+    np.savez(tmp_path / "ac.npz", a=SAMPLE_X, c=SAMPLE_X)
+    np.save(tmp_path / "b.npy", SAMPLE_X * 10)
+    want = SAMPLE_X * 11
+    literal = json.dumps(SAMPLE_X.tolist())
+    for given in (
+        [f"@{tmp_path / 'ab.npz'}"],
+        [f"a={literal}", f"b=@{tmp_path / 'b.npy'}"],
+        [f"a=@{tmp_path / 'ab.npz'}", f"b=@{tmp_path / 'ab.npz'}"],  # each its own array
+    ):
+        args = [arg for item in given for arg in ("--input", item)]
+        document = as_json(invoke("predict", str(model), *args, "--json"))
+        (output,) = document["outputs"].values()
+        np.testing.assert_allclose(output["values"], want, rtol=1e-6, err_msg=str(given))
+    errors = {
+        (literal,): "has inputs ['a', 'b']; write NAME=VALUE",
+        (f"a={literal}", f"a={literal}"): "--input 'a' is given twice",
+        (f"@{tmp_path / 'ac.npz'}",): "model 'pair' has no input 'c'; its inputs are ['a', 'b']",
+        (f"a=@{tmp_path / 'ac.npz'}", f"b=@{tmp_path / 'ac.npz'}"): "holds ['a', 'c'], not 'b'",
+    }
+    for items, message in errors.items():
+        args = [arg for item in items for arg in ("--input", item)]
+        result = invoke("predict", str(model), *args)
+        assert result.exit_code == 2, (items, result.output)
+        assert message in " ".join(result.output.split()), (items, result.output)

@@ -1,7 +1,7 @@
-"""TensorFlow's own log lines: out of a host's log unless asked for.
+"""TensorFlow's own log lines: out of the CLI's output and of a host's log unless asked for.
 
-Every case runs in a fresh process (a small host script): TensorFlow writes its start-up
-lines once per process, while it is imported, so only a fresh one shows them.
+Every case runs in a fresh process (the CLI, or a small host script): TensorFlow writes its
+start-up lines once per process, while it is imported, so only a fresh one shows them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from tfhost import Format
 from tfhost.cells.tflog import cpp_severity, forward_level
-from tfhost.examples import expected_y
+from tfhost.examples import SAMPLE_X, expected_y
 
 from .conftest import ArtifactMap
 
@@ -63,6 +63,10 @@ def info_lines(text: str) -> list[str]:
     return [line for line in tensorflow_lines(text) if re.search(r"(^|\] )I\d{4} ", line)]
 
 
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tfhost.cli", *args]
+
+
 # -- the classification itself ----------------------------------------------------------------
 
 
@@ -90,6 +94,42 @@ def test_each_line_gets_the_level_its_prefix_names(
     assert forward_level(line, 0) is not None  # level 0 drops nothing
     # Level 3 drops every C++ line but FATAL, and nothing else.
     assert (forward_level(line, 3) is None) == (severity is not None and severity < 3)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def test_importing_the_cli_does_not_import_tensorflow() -> None:
+    script = "import sys, tfhost.cli; print('tensorflow' in sys.modules)"
+    stdout, _ = run([sys.executable, "-c", script], environment())
+    assert stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("command", ["inspect", "predict"])
+def test_the_cli_keeps_tensorflow_start_up_lines_out_unless_verbose(
+    command: str, artifacts: ArtifactMap
+) -> None:
+    path = str(artifacts[Format.TF2_SAVED_MODEL, 2.0])
+    args = [command, path, "--json"]
+    if command == "predict":
+        args += ["--input", f"x={json.dumps(SAMPLE_X.tolist())}"]
+    quiet_out, quiet_err = run(cli(*args), environment())
+    assert tensorflow_lines(quiet_err) == [], quiet_err
+    loud_out, loud_err = run(cli(*args, "--verbose"), environment())
+    assert info_lines(loud_err), loud_err
+    for stdout in (quiet_out, loud_out):  # the answer is the same, and alone on stdout
+        document = json.loads(stdout)
+        if command == "predict":
+            values = document["outputs"]["y"]["values"]
+            np.testing.assert_allclose(values, expected_y(SAMPLE_X, 2.0), rtol=1e-6)
+        else:
+            assert document["format"] == Format.TF2_SAVED_MODEL.value
+
+
+def test_the_users_own_tf_cpp_min_log_level_lets_the_lines_in(artifacts: ArtifactMap) -> None:
+    path = str(artifacts[Format.TF2_SAVED_MODEL, 1.0])
+    _, stderr = run(cli("inspect", path), environment(TF_CPP_MIN_LOG_LEVEL="0"))
+    assert info_lines(stderr), stderr
 
 
 # -- workers ------------------------------------------------------------------------------------

@@ -27,13 +27,34 @@ def _root() -> None:
     """Load many TensorFlow and Keras models into one host, each correct and isolated."""
 
 
-def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ logging and its deprecation notices for the TF1 loaders flood a
-    # terminal; users can still set their own level.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="tf_keras")
-    warnings.filterwarnings("ignore", module="keras")
+_VERBOSE_HELP = (
+    "Show TensorFlow's own log (oneDNN, CUDA, absl start-up lines, deprecation notices) "
+    "and tfhost's INFO lines. Without it they are hidden, unless TF_CPP_MIN_LOG_LEVEL is "
+    "set, which then chooses TensorFlow's level."
+)
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)]
+
+
+def _tensorflow_logs(verbose: bool) -> None:
+    """Set TensorFlow's log level and import it, before a command's first use of it.
+
+    TensorFlow's C++ start-up lines and the TF1 loaders' deprecation notices flood a
+    terminal before the answer: hidden unless ``--verbose`` or the user's own
+    ``TF_CPP_MIN_LOG_LEVEL`` asks for them. TensorFlow writes some of them while it is
+    imported whatever that level says; the import drops those too.
+    """
+    from tfhost.cells.tflog import ENV, import_tensorflow_quietly
+
+    if verbose:
+        os.environ[ENV] = "0"
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("tfhost").setLevel(logging.INFO)
+    else:
+        os.environ.setdefault(ENV, "3")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module="tf_keras")
+        warnings.filterwarnings("ignore", module="keras")
+    import_tensorflow_quietly()
 
 
 @app.command()
@@ -41,13 +62,14 @@ def demo(
     directory: Annotated[Path, typer.Option(help="Where to write the example models.")] = Path(
         "tfhost-demo"
     ),
+    verbose: VerboseOption = False,
 ) -> None:
     """Write two colliding example models in every format and load all of them side by side.
 
     Each pair shares its variable, tensor and layer names but not its weights; every
     model must still return its own answer.
     """
-    _quiet_tensorflow()
+    _tensorflow_logs(verbose)
     import numpy as np
 
     from tfhost import Format, Host
@@ -207,13 +229,14 @@ def inspect_command(  # not ``inspect``: that name belongs to the standard libra
     ] = None,
     custom_objects: CustomObjectsOption = None,
     preload: PreloadOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Show what an artifact is: format, versions, signatures, variables, writer, needs.
 
     What `saved_model_cli show --all` gives, for every format tfhost reads. Exit status 1
     when the signatures cannot be read (the message says what is missing).
     """
-    _quiet_tensorflow()
+    _tensorflow_logs(verbose)
     import json
 
     from tfhost.errors import TfhostError
@@ -272,6 +295,56 @@ def inspect_command(  # not ``inspect``: that name belongs to the standard libra
         raise typer.Exit(1)
 
 
+_INPUT_HELP = (
+    "NAME=@file.npy, NAME=@file.npz (its array NAME, or its only one), NAME=@file.json or "
+    "NAME='[[1,2]]' (JSON); repeat per input. A one-input signature takes a bare VALUE; "
+    "with several inputs, a bare @file.npz gives each input its array of the same name."
+)
+_VALUE_FORMS = "@file.npy, @file.npz, @file.json or JSON"
+
+
+def _split_input(item: str) -> tuple[str | None, str]:
+    """``NAME=VALUE`` as (NAME, VALUE); a bare VALUE as (None, VALUE).
+
+    Read by its shape alone, never by whether NAME is one of the model's inputs: what
+    precedes the first ``=`` is a NAME unless it is empty, holds a space, or starts the
+    way only a value does (``[``, ``{``, ``"``, ``@``): ``["a=b"]`` and ``@a=b.npy`` are
+    values.
+    """
+    name, sep, value = item.partition("=")
+    if not sep or not name or name[0] in '[{"@' or any(c.isspace() for c in name):
+        return None, item
+    return name, value
+
+
+def _read_file(name: str, source: Path) -> object:
+    import json
+
+    import numpy as np
+
+    from tfhost.errors import InputError
+
+    if source.suffix == ".npy":
+        return np.load(source, allow_pickle=False)
+    if source.suffix == ".npz":
+        arrays = _read_npz(source)
+        if name in arrays:
+            return arrays[name]
+        if len(arrays) == 1:
+            return next(iter(arrays.values()))
+        raise InputError(f"input {name!r}: {source} holds {sorted(arrays)}, not {name!r}")
+    if source.suffix == ".json":
+        return np.asarray(json.loads(source.read_text()))
+    raise InputError(f"input {name!r}: {source} is not .npy, .npz or .json")
+
+
+def _read_npz(source: Path) -> dict[str, object]:
+    import numpy as np
+
+    with np.load(source, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
 def _read_value(name: str, text: str) -> object:
     import json
 
@@ -279,32 +352,56 @@ def _read_value(name: str, text: str) -> object:
 
     from tfhost.errors import InputError
 
+    if text.startswith("@"):
+        try:
+            return _read_file(name, Path(text[1:]))
+        except InputError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise InputError(f"input {name!r}: cannot read {text[1:]}: {exc}") from None
     try:
-        if text.startswith("@"):
-            source = Path(text[1:])
-            if source.suffix == ".npy":
-                return np.load(source, allow_pickle=False)
-            if source.suffix == ".json":
-                return np.asarray(json.loads(source.read_text()))
-            raise InputError(f"input {name!r}: {source} is neither .npy nor .json")
         return np.asarray(json.loads(text))
-    except InputError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise InputError(f"input {name!r}: cannot read {text!r}: {exc}") from None
+    except ValueError as exc:
+        raise InputError(
+            f"input {name!r}: {text!r} is not JSON ({exc}); a value is {_VALUE_FORMS}"
+        ) from None
 
 
-def _parse_inputs(items: list[str], names: list[str]) -> dict[str, object]:
-    """``NAME=VALUE`` items; a bare VALUE feeds the only input of a one-input signature."""
+def _parse_inputs(
+    items: list[str], model: str, signature: str, names: list[str]
+) -> dict[str, object]:
+    """The ``--input`` items for ``signature``'s inputs ``names``, each read once."""
     from tfhost.errors import InputError
+    from tfhost.specs import DEFAULT_SIGNATURE
 
+    where = f"model {model!r}" + (
+        "" if signature == DEFAULT_SIGNATURE else f" signature {signature!r}"
+    )
     values: dict[str, object] = {}
+
+    def check(name: str) -> None:
+        if name not in names:
+            raise InputError(f"{where} has no input {name!r}; its inputs are {names}")
+        if name in values:
+            raise InputError(f"--input {name!r} is given twice")
+
     for item in items:
-        name, sep, value = item.partition("=")
-        if not (sep and name in names):
+        name, value = _split_input(item)
+        npz = value.startswith("@") and Path(value[1:]).suffix == ".npz"
+        if name is None and npz and len(names) != 1:
+            try:
+                arrays = _read_npz(Path(value[1:]))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"--input {item!r}: cannot read {value[1:]}: {exc}") from None
+            for key, array in arrays.items():
+                check(key)
+                values[key] = array
+            continue
+        if name is None:
             if len(names) != 1:
-                raise InputError(f"--input {item!r}: write NAME=VALUE with NAME one of {names}")
-            name, value = names[0], item
+                raise InputError(f"--input {item!r}: {where} has inputs {names}; write NAME=VALUE")
+            name = names[0]
+        check(name)
         values[name] = _read_value(name, value)
     return values
 
@@ -339,7 +436,7 @@ def predict(
         list[str],
         typer.Option(
             "--input",
-            help="NAME=@file.npy, NAME=@file.json or NAME='[[1,2]]' (JSON); repeat per input.",
+            help=_INPUT_HELP,
         ),
     ],
     signature: Annotated[str, typer.Option(help="Signature to run.")] = "serving_default",
@@ -349,9 +446,10 @@ def predict(
     ] = None,
     custom_objects: CustomObjectsOption = None,
     preload: PreloadOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Load one model here and print its outputs (shape, dtype, values)."""
-    _quiet_tensorflow()
+    _tensorflow_logs(verbose)
     import json
 
     import numpy as np
@@ -377,7 +475,9 @@ def predict(
                     f"{sorted(info.signatures)}"
                 )
             outputs = host.predict(
-                name, _parse_inputs(input_values, list(spec.inputs)), signature=signature
+                name,
+                _parse_inputs(input_values, name, signature, list(spec.inputs)),
+                signature=signature,
             )
     except TfhostError as exc:
         raise _error(exc.message) from None
@@ -423,3 +523,7 @@ def _dtype_name(value: object) -> str:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
