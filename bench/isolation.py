@@ -9,7 +9,11 @@ Prints, each with its goal (issue "process isolation"):
 2. the throughput of one client on a 1x224x224x3 float32 input, process / inline
    (goal: >= 70% of inline);
 3. the memory (host + workers, RSS and USS) of N small models inline, N process-isolated
-   and N in one group, each scenario in a fresh Python process so none inherits another's.
+   and N in one group, each scenario in a fresh Python process so none inherits another's;
+4. the time to start 1 and N process-isolated models in parallel;
+5. the throughput of a process-isolated batch-1 MLP with 1 and 16 concurrent callers,
+   with ``WorkerSettings.spin_us`` at its default, and 0 (polling off), against the
+   inline model under the same load: what polling buys and what it costs.
 """
 
 from __future__ import annotations
@@ -233,6 +237,55 @@ def memory(root: Path, count: int) -> None:
     )
 
 
+def _throughput(host: Host, name: str, callers: int, seconds: float) -> float:
+    """Calls per second that ``callers`` threads get from ``name`` in ``seconds``."""
+    features = {"features": np.ones((1, 64), np.float32)}
+    stop = time.monotonic() + seconds
+    counts = [0] * callers
+
+    def client(index: int) -> None:
+        while time.monotonic() < stop:
+            host.predict(name, features)
+            counts[index] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / seconds
+
+
+def spin_under_concurrency(root: Path, seconds: float) -> None:
+    mlp = root / "mlp"
+    default = WorkerSettings().spin_us
+    with Host() as host:
+        host.load("inline", mlp)
+        for spin in sorted({default, 0}, reverse=True):
+            host.load(f"spin-{spin}", mlp, isolation="process", worker=WorkerSettings(spin_us=spin))
+        names = ["inline", *(f"spin-{spin}" for spin in sorted({default, 0}, reverse=True))]
+        for name in names:  # warm up: traced functions, lanes, regions
+            _throughput(host, name, 16, 0.3)
+        rates: dict[tuple[str, int], list[float]] = {}
+        for _ in range(3):  # interleaved rounds: drift hits every candidate
+            for callers in (1, 16):
+                for name in names:
+                    rates.setdefault((name, callers), []).append(
+                        _throughput(host, name, callers, seconds)
+                    )
+        median = {key: sorted(values)[1] for key, values in rates.items()}
+    print(f"5. batch-1 MLP throughput by concurrent callers (median of 3 rounds of {seconds:g} s)")
+    print(f"   {'':22} {'1 caller':>10} {'16 callers':>11}")
+    for name in names:
+        label = "inline" if name == "inline" else f"process, spin_us={name.split('-')[1]}"
+        one, many = median[name, 1], median[name, 16]
+        print(f"   {label:22} {one:8.0f}/s {many:9.0f}/s")
+    for name in names[1:]:
+        one = median[name, 1] / median["inline", 1]
+        many = median[name, 16] / median["inline", 16]
+        print(f"   {name}: {one:.0%} of inline with 1 caller, {many:.0%} with 16")
+
+
 def parallel_start(root: Path, count: int) -> None:
     """Time to make 1 and ``count`` process-isolated models available (in parallel)."""
     mlp = root / "mlp"
@@ -251,29 +304,28 @@ def parallel_start(root: Path, count: int) -> None:
 
 
 def gpu_check(root: Path) -> None:
-    """Two workers with a 2 GiB limit on one GPU: each must see only its limit."""
-    from tfhost.cells import Isolation, open_cell
+    """Two models in one host, each with its own GPU memory limit (1 and 2 GiB) on one
+    GPU: each worker must see only its own limit."""
     from tfhost.cells.process import ProcessCell
-    from tfhost.specs import LoadOptions
 
     mlp = write_mlp(root / "mlp")
-    settings = WorkerSettings(gpu_memory_limit_mib=2048)
-    cells = [
-        open_cell(Isolation.PROCESS, name, mlp, None, LoadOptions(), settings)
-        for name in ("gpu-a", "gpu-b")
-    ]
-    try:
-        for cell in cells:
-            assert isinstance(cell, ProcessCell)
-            cell.run("serving_default", {"features": np.ones((1, 64), np.float32)})
-            info = cell.worker_info
-            print(f"   pid {info.pid}: gpus {info.gpus}, limit {info.gpu_memory_limit_mib} MiB")
-            assert info.gpus and info.gpu_memory_limit_mib == 2048
+    limits = {"gpu-a": 1024, "gpu-b": 2048}
+    with Host() as host:
+        for name, limit in limits.items():
+            host.load(
+                name, mlp, isolation="process", worker=WorkerSettings(gpu_memory_limit_mib=limit)
+            )
+        for name, limit in limits.items():
+            host.predict(name, {"features": np.ones((1, 64), np.float32)})
+            with host.acquire(name) as handle:
+                cell = handle._cell
+                assert isinstance(cell, ProcessCell)
+                info = cell.worker_info
+            limit_seen = info.gpu_memory_limit_mib
+            print(f"   {name} pid {info.pid}: gpus {info.gpus}, limit {limit_seen} MiB")
+            assert info.gpus and info.gpu_memory_limit_mib == limit
         smi = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv"]
         print(subprocess.run(smi, capture_output=True, text=True, check=False).stdout)
-    finally:
-        for cell in cells:
-            cell.close()
 
 
 def main() -> None:
@@ -281,6 +333,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--models", type=int, default=8)
     parser.add_argument("--gpu", action="store_true", help="check GPU memory limits instead")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="each throughput window of section 5"
+    )
+    parser.add_argument(
+        "--only", choices=("spin",), help="run one section (spin: section 5) and stop"
+    )
     parser.add_argument("--memory-scenario", choices=("inline", "process", "group"))
     parser.add_argument("--model", type=Path)
     args = parser.parse_args()
@@ -297,9 +355,14 @@ def main() -> None:
         if args.gpu:
             gpu_check(root)
             return
+        if args.only == "spin":
+            write_mlp(root / "mlp")
+            spin_under_concurrency(root, args.seconds)
+            return
         latency_and_throughput(root, args.calls)
         memory(root, args.models)
         parallel_start(root, args.models)
+        spin_under_concurrency(root, args.seconds)
 
 
 if __name__ == "__main__":

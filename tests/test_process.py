@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,11 +45,12 @@ from tfhost import (
     WorkerSettings,
 )
 from tfhost.cells import open_cell
-from tfhost.cells.process import ProcessCell
+from tfhost.cells.process import Groups, ProcessCell
 from tfhost.examples import SAMPLE_X, expected_y
 from tfhost.specs import LoadOptions
 
 from .conftest import ArtifactMap
+from .support import Events, gone, wait_until, worker_pid, workers
 
 
 @keras.saving.register_keras_serializable(package="tfhost_process_tests")
@@ -67,65 +68,6 @@ FAST_RESTARTS = WorkerSettings(restart_backoff_s=0.05)
 # -- helpers ---------------------------------------------------------------------------
 
 
-def workers(label: str | None = None) -> list[psutil.Process]:
-    """This process's live worker processes, those with ``label`` if given."""
-    found = []
-    for child in psutil.Process().children():
-        try:
-            argv = child.cmdline()
-            if child.status() == psutil.STATUS_ZOMBIE:
-                continue
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if "tfhost.cells.worker" in argv and (label is None or argv[-1] == label):
-            found.append(child)
-    return found
-
-
-def worker_pid(label: str) -> int:
-    (process,) = workers(label)
-    return int(process.pid)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
-
-
-class Events:
-    """Every state change of a host, to wait on without sleeping.
-
-    Each model's events are consumed in order; another model's events wait for their
-    own ``next`` call, whatever order the models' events interleave in.
-    """
-
-    def __init__(self, host: Host) -> None:
-        self._queue: queue.Queue[Event] = queue.Queue()
-        self._held: list[Event] = []
-        self.unsubscribe = host.subscribe(self._queue.put)
-
-    def next(self, model: str, state: State, timeout: float = 60.0) -> Event:
-        """The next event of ``model`` into ``state``; its earlier events are dropped."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for index, event in enumerate(self._held):
-                if event.id.model == model and event.state is state:
-                    others = [e for e in self._held[:index] if e.id.model != model]
-                    self._held = others + self._held[index + 1 :]
-                    return event
-            self._held.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0.001)))
-
-
 def private_memory(processes: list[psutil.Process]) -> int:
     """USS: the memory only these processes hold, which the system gets back when they
     end (shared library pages, counted in RSS, stay cached whatever happens)."""
@@ -137,66 +79,6 @@ def private_memory(processes: list[psutil.Process]) -> int:
 
 
 # -- artifacts -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def toolbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TF2 SavedModel whose signatures double images, echo strings, sleep, fail or abort."""
-    import tensorflow as tf
-
-    class Toolbox(tf.Module):  # type: ignore[misc]  # TensorFlow has no type hints
-        @tf.function(  # type: ignore[untyped-decorator]
-            autograph=False, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
-        )
-        def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"y": x * 2.0}
-
-        @tf.function(  # type: ignore[untyped-decorator]
-            autograph=False, input_signature=[tf.TensorSpec([None], tf.string)]
-        )
-        def echo(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"text": tf.strings.join([text, "!"])}
-
-        @tf.function(  # type: ignore[untyped-decorator]
-            autograph=False, input_signature=[tf.TensorSpec([], tf.float32)]
-        )
-        def sleep(self, seconds: tf.Tensor) -> dict[str, tf.Tensor]:
-            # SleepDataset waits without holding a CPU, like a model stuck on I/O.
-            start = tf.data.Dataset.range(1)
-            slept = tf.raw_ops.SleepDataset(
-                input_dataset=start._variant_tensor,
-                sleep_microseconds=tf.cast(seconds * 1e6, tf.int64),
-                output_types=[tf.int64],
-                output_shapes=[[]],
-            )
-            dataset = tf.data.experimental.from_variant(slept, start.element_spec)
-            return {"slept": dataset.reduce(tf.constant(0, tf.int64), lambda a, b: a + b)}
-
-        @tf.function(  # type: ignore[untyped-decorator]
-            autograph=False, input_signature=[tf.TensorSpec([], tf.string)]
-        )
-        def fail(self, path: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"data": tf.io.read_file(path)}
-
-        @tf.function(  # type: ignore[untyped-decorator]
-            autograph=False, input_signature=[tf.TensorSpec([], tf.string)]
-        )
-        def abort(self, message: tf.Tensor) -> dict[str, tf.Tensor]:
-            # A crash in native code, as a buggy custom op would crash: SIGABRT.
-            with tf.control_dependencies([tf.raw_ops.Abort(error_msg="toolbox abort")]):
-                return {"never": tf.identity(message)}
-
-    module = Toolbox()
-    path = tmp_path_factory.mktemp("toolbox") / "toolbox"
-    signatures = {
-        "serving_default": module.double,
-        "echo": module.echo,
-        "sleep": module.sleep,
-        "fail": module.fail,
-        "abort": module.abort,
-    }
-    tf.saved_model.save(module, str(path), signatures=signatures)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -381,6 +263,7 @@ def test_worker_settings_reach_tensorflow_in_the_worker(artifacts: ArtifactMap) 
         None,
         LoadOptions(),
         settings,
+        Groups(),
     )
     assert isinstance(cell, ProcessCell)
     try:
@@ -397,24 +280,11 @@ def test_worker_settings_reach_tensorflow_in_the_worker(artifacts: ArtifactMap) 
     finally:
         cell.close()
     assert gone(info.pid)
+    # Checked when made, not when a worker starts.
     with pytest.raises(InputError, match="exclude each other"):
-        open_cell(
-            Isolation.PROCESS,
-            "both",
-            artifacts[Format.TF2_SAVED_MODEL, 1.0],
-            None,
-            LoadOptions(),
-            WorkerSettings(gpu_memory_growth=True, gpu_memory_limit_mib=512),
-        )
+        WorkerSettings(gpu_memory_growth=True, gpu_memory_limit_mib=512)
     with pytest.raises(InputError, match="spin_us must be a non-negative int"):
-        open_cell(
-            Isolation.PROCESS,
-            "spin",
-            artifacts[Format.TF2_SAVED_MODEL, 1.0],
-            None,
-            LoadOptions(),
-            WorkerSettings(spin_us=-1),
-        )
+        WorkerSettings(spin_us=-1)
 
 
 # -- crashes, deadlines, restarts ------------------------------------------------------------
