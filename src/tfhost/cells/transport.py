@@ -44,6 +44,22 @@ _PICKLE = pickle.HIGHEST_PROTOCOL
 _BUFFER = 64 * 1024  # a receive buffer grows for a large frame, and shrinks back after
 
 
+def _spinner_slots() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(cores - 1, 1)
+
+
+# How many threads of this process may poll at once. A poller saves a wake-up only while
+# a core is free to poll on; past that it takes the core from the model's own kernels and
+# the GIL from the other callers (measured in bench/isolation.py: with 16 callers on 2
+# cores, polling everywhere cost a process-isolated MLP most of its throughput). So one
+# core is left to the work, and the rest of the waiters sleep at once.
+_SPINNERS = threading.BoundedSemaphore(_spinner_slots())
+
+
 class Channel:
     """One end of a framed, descriptor-carrying Unix stream socket.
 
@@ -137,17 +153,20 @@ class Channel:
             self._end += n
 
     def _receive(self, free: memoryview) -> tuple[int, list[tuple[int, int, bytes]]]:
-        if self.spin_s > 0:
-            give_up = time.perf_counter() + self.spin_s
-            while True:
-                try:
-                    n, ancillary, _, _ = self._sock.recvmsg_into(
-                        [free], _FD_SPACE, socket.MSG_DONTWAIT
-                    )
-                    return n, ancillary
-                except BlockingIOError:
-                    if time.perf_counter() >= give_up:
-                        break
+        if self.spin_s > 0 and _SPINNERS.acquire(blocking=False):
+            try:
+                give_up = time.perf_counter() + self.spin_s
+                while True:
+                    try:
+                        n, ancillary, _, _ = self._sock.recvmsg_into(
+                            [free], _FD_SPACE, socket.MSG_DONTWAIT
+                        )
+                        return n, ancillary
+                    except BlockingIOError:
+                        if time.perf_counter() >= give_up:
+                            break
+            finally:
+                _SPINNERS.release()
         n, ancillary, _, _ = self._sock.recvmsg_into([free], _FD_SPACE)
         return n, ancillary
 
