@@ -19,6 +19,18 @@ _STRING = "string"
 
 def numpy_dtype(tf_dtype: str) -> np.dtype[Any]:
     """The numpy dtype that carries a TensorFlow dtype name."""
+    cached = _NUMPY_DTYPES.get(tf_dtype)
+    if cached is not None:
+        return cached
+    dtype = _numpy_dtype(tf_dtype)
+    _NUMPY_DTYPES[tf_dtype] = dtype  # a racing thread writes the same value
+    return dtype
+
+
+_NUMPY_DTYPES: dict[str, np.dtype[Any]] = {}
+
+
+def _numpy_dtype(tf_dtype: str) -> np.dtype[Any]:
     if tf_dtype == _STRING:
         return np.dtype(object)
     if tf_dtype == "bfloat16":
@@ -79,7 +91,11 @@ def _shape_fits(spec_shape: tuple[int | None, ...] | None, shape: tuple[int, ...
         return True
     if len(spec_shape) != len(shape):
         return False
-    return all(want is None or want == got for want, got in zip(spec_shape, shape, strict=True))
+    # A plain loop: this runs on every request, and a generator costs more than the check.
+    for want, got in zip(spec_shape, shape):  # noqa: B905, SIM110 (lengths checked above)
+        if want is not None and want != got:
+            return False
+    return True
 
 
 def format_shape(shape: tuple[int | None, ...] | None) -> str:
@@ -94,6 +110,8 @@ def check_input(
     """One input converted to the spec's dtype, or an ``InputError`` saying why not."""
     if spec.dtype == _STRING:
         array = _as_string_array(model, name, value)
+    elif type(value) is np.ndarray and value.dtype == numpy_dtype(spec.dtype):
+        array = value  # already what the model takes, the common case: nothing to convert
     else:
         target = numpy_dtype(spec.dtype)
         try:
@@ -126,24 +144,25 @@ def check_inputs(
     model: str, signature_name: str, signature: SignatureSpec, inputs: Any, *, check_shapes: bool
 ) -> dict[str, np.ndarray]:
     """Every input checked and converted; exactly the signature's input names."""
-    if not isinstance(inputs, Mapping):
+    if type(inputs) is not dict and not isinstance(inputs, Mapping):
         raise InputError(
             f"model {model!r}: inputs must be a mapping of input name to array, "
             f"got {type(inputs).__name__}"
         )
     expected = signature.inputs
-    missing = [k for k in expected if k not in inputs]
-    unknown = [k for k in inputs if k not in expected]
-    if missing or unknown:
-        parts = []
-        if missing:
-            parts.append(f"missing {sorted(missing)}")
-        if unknown:
-            parts.append(f"unknown {sorted(map(str, unknown))}")
-        raise InputError(
-            f"model {model!r} signature {signature_name!r}: {' and '.join(parts)} inputs; "
-            f"expected exactly {sorted(expected)}"
-        )
+    if inputs.keys() != expected.keys():
+        missing = [k for k in expected if k not in inputs]
+        unknown = [k for k in inputs if k not in expected]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append(f"missing {sorted(missing)}")
+            if unknown:
+                parts.append(f"unknown {sorted(map(str, unknown))}")
+            raise InputError(
+                f"model {model!r} signature {signature_name!r}: {' and '.join(parts)} "
+                f"inputs; expected exactly {sorted(expected)}"
+            )
     return {
         name: check_input(model, name, spec, inputs[name], check_shape=check_shapes)
         for name, spec in expected.items()

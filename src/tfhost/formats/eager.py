@@ -4,10 +4,26 @@ TF2 SavedModels, tf.keras 2 SavedModels and Keras 3 ``export()`` directories all
 through ``tf.saved_model.load`` (Keras 3's ``load_model`` refuses the legacy ones);
 their signatures are already concrete functions. Keras models (``.keras``, ``.h5``) get
 one traced here, so a call never goes through ``model.predict``'s per-call setup.
+
+The fast path. Calling a concrete function (``fn(**inputs)``) spends most of a small
+call in TensorFlow's Python argument handling: binding the call to the function type,
+converting and checking each argument, resolving captures, packing the outputs. For each
+signature, ``FunctionServable`` resolves all of that once, at load, from TensorFlow's own
+structures: the function's runtime name, its captured inputs, the flat order of its
+inputs (by binding one tensor per input name through ``function_type``, exactly as a call
+does) and which flat output is which output name (``function_type.pack_output``). A call
+then converts each input as TensorFlow would (a copy, into an ``EagerTensor`` of the
+declared dtype) and runs ``context.call_function`` on the flat list. The fast path is
+checked at load against the ordinary call on a probe (zeros of the declared shapes, ``None``
+dimensions as 1, ``b""`` for strings) and is used only when both give the same outputs, or
+fail with the same error; anything else, including TensorFlow internals that differ
+from the ones read here, leaves that signature on the ordinary call (``fast_path()`` says
+which and why; the reason is logged once at debug level).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +36,69 @@ from tfhost.errors import FormatError
 from tfhost.formats.common import dtype_name, loading, run_error, shape_tuple
 from tfhost.specs import Format, SignatureSpec, TensorSpec
 
+_log = logging.getLogger(__name__)
+
+# A probe bigger than this (all inputs together) is not run at load: a model with inputs
+# that large spends its time in kernels, where the fast path saves nothing that counts.
+PROBE_LIMIT_BYTES = 64 << 20
+
 
 @dataclass(frozen=True)
 class Entry:
-    """One signature: its spec and the function that computes it."""
+    """One signature: its spec and the concrete function that computes it.
+
+    ``positional`` names the inputs the function takes positionally, in order (a traced
+    Keras model); ``None`` means every input is a keyword argument (a SavedModel signature).
+    """
 
     spec: SignatureSpec
-    # Takes checked inputs by name, returns outputs by name (tensors).
-    call: Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]
+    function: Any
+    positional: tuple[str, ...] | None = None
+
+    def call(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The ordinary call, through TensorFlow's own argument handling: outputs by name."""
+        if self.positional is None:
+            return self.function(**inputs)  # type: ignore[no-any-return]
+        return self.function(*(inputs[n] for n in self.positional))  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """How a signature is called: through the fast path (``active``) or not, and why."""
+
+    active: bool
+    reason: str
+
+
+# Takes checked inputs, returns numpy outputs by name, or None when these inputs are not
+# exactly what the signature declares (the ordinary call then handles them, as before).
+_FastCall = Callable[[Mapping[str, Any]], "dict[str, np.ndarray] | None"]
+
+
+class _NoFastPath(Exception):
+    """Why a signature stays on the ordinary call."""
+
+
+class _Broken(Exception):
+    """A fast call that TensorFlow refused before running it (not an ``OpError``)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Signature:
+    """One signature's calls. ``fast`` is None on the ordinary call. A run that finds the
+    fast path broken sets ``fast`` to None and ``status`` to why: a plain attribute
+    write, atomic under the GIL; a run that read the old value finishes either way."""
+
+    __slots__ = ("declined", "entry", "fast", "status")
+
+    def __init__(self, entry: Entry, fast: _FastCall | None, status: FastPath) -> None:
+        self.entry = entry
+        self.fast = fast
+        self.status = status
+        self.declined = False  # whether a run's inputs were declined (logged once)
 
 
 class FunctionServable:
@@ -35,20 +106,71 @@ class FunctionServable:
 
     static_shapes = True
 
-    def __init__(self, name: str, fmt: Format, entries: Mapping[str, Entry], owner: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        fmt: Format,
+        entries: Mapping[str, Entry],
+        owner: Any,
+        *,
+        fast_path: bool = True,
+    ) -> None:
+        """``fast_path=False`` keeps every signature on the ordinary call."""
         self.name = name
         self.format = fmt
         self.signatures = {key: entry.spec for key, entry in entries.items()}
-        self._calls = {key: entry.call for key, entry in entries.items()}
+        self._calls: dict[str, _Signature] = {}
+        for key, entry in entries.items():
+            if fast_path:
+                fast, status = _prepare_fast_path(name, key, entry)
+            else:
+                fast, status = None, FastPath(False, "turned off by the caller")
+            self._calls[key] = _Signature(entry, fast, status)
         # Keeps the loaded object (and so its variables) alive as long as the servable.
         self._owner = owner
 
+    def fast_path(self, signature: str) -> FastPath:
+        """Whether ``signature`` runs through the fast path, and why (not)."""
+        return self._calls[signature].status
+
+    def function(self, signature: str) -> Any:
+        """The concrete function behind ``signature`` (benchmarks call it directly)."""
+        return self._calls[signature].entry.function
+
     def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        call = self._calls[signature]
+        fast = call.fast
         try:
-            outputs = self._calls[signature](inputs)
+            if fast is not None:
+                try:
+                    result = fast(inputs)
+                except _Broken as broken:  # never again: this run and the next are ordinary
+                    self._fast_path_broke(signature, call, broken.cause)
+                    result = None
+                if result is not None:
+                    return result
+                if not call.declined and call.fast is not None:
+                    call.declined = True
+                    _log.debug(
+                        "model %r signature %r: a run's inputs are not exactly the declared "
+                        "dtypes and shapes; such runs take the ordinary call",
+                        self.name,
+                        signature,
+                    )
+            outputs = call.entry.call(inputs)
         except tf.errors.OpError as exc:
             raise run_error(self.name, signature, exc) from None
         return {key: value.numpy() for key, value in outputs.items()}
+
+    def _fast_path_broke(self, signature: str, call: _Signature, exc: Exception) -> None:
+        if call.fast is None:
+            return
+        call.fast = None
+        reason = f"the fast call raised {type(exc).__name__}: {exc}"
+        call.status = FastPath(False, reason)
+        _log.debug(
+            "model %r signature %r: ordinary call from now on: %s", self.name, signature, reason
+        )
 
     def close(self) -> None:
         self._calls = {}
@@ -69,11 +191,7 @@ def signature_entry(function: Any) -> Entry:
         inputs={k: _spec(k, v) for k, v in sorted(kwargs.items())},
         outputs={k: _spec(k, v) for k, v in sorted(outputs.items())},
     )
-
-    def call(inputs: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
-        return function(**inputs)  # type: ignore[no-any-return]
-
-    return Entry(spec, call)
+    return Entry(spec, function)
 
 
 def load_saved_model(
@@ -95,3 +213,218 @@ def load_saved_model(
                 f"tf.saved_model.save(obj, path, signatures=...) so it can be served"
             )
         return FunctionServable(name, fmt, entries, loaded)
+
+
+# -- the fast path -------------------------------------------------------------------
+
+
+def _prepare_fast_path(
+    model: str, signature: str, entry: Entry
+) -> tuple[_FastCall | None, FastPath]:
+    """The fast call for ``entry`` and its status, or None and why not (logged once)."""
+    try:
+        probe = _probe(entry.spec)
+        fast = _fast_call(entry, probe)
+        how = _verify(model, signature, entry, fast, probe)
+    except _NoFastPath as exc:
+        reason = str(exc)
+    except Exception as exc:  # TensorFlow's internals are not the ones read here
+        reason = f"TensorFlow internals differ: {type(exc).__name__}: {exc}"
+    else:
+        return fast, FastPath(True, how)
+    _log.debug("model %r signature %r: ordinary call: %s", model, signature, reason)
+    return None, FastPath(False, reason)
+
+
+def _probe(spec: SignatureSpec) -> dict[str, np.ndarray]:
+    """One input per name: zeros of the declared dtype and shape, ``None`` dims as 1."""
+    probe: dict[str, np.ndarray] = {}
+    size = 0
+    for name, tensor in spec.inputs.items():
+        dtype = tf.as_dtype(tensor.dtype)
+        shape = tuple(1 if d is None else d for d in tensor.shape or ())
+        if dtype == tf.string:
+            value = np.full(shape, b"", dtype=object)
+        elif dtype.is_bool or dtype.is_floating or dtype.is_integer or dtype.is_complex:
+            if dtype.is_quantized:
+                raise _NoFastPath(f"input {name!r} is {tensor.dtype}: no probe to check with")
+            value = np.zeros(shape, dtype.as_numpy_dtype)
+        else:
+            raise _NoFastPath(f"input {name!r} is {tensor.dtype}: no probe to check with")
+        size += value.size * value.itemsize
+        if size > PROBE_LIMIT_BYTES:
+            raise _NoFastPath(f"the inputs take over {PROBE_LIMIT_BYTES >> 20} MiB at batch 1")
+        probe[name] = value
+    return probe
+
+
+def _flat_input_order(
+    function: Any, positional: tuple[str, ...] | None, probe: Mapping[str, np.ndarray]
+) -> list[str]:
+    """The input names in the order of the function's flat arguments, as TensorFlow's own
+    binding puts them: one distinct tensor per name, bound through ``function_type`` the way
+    ``ConcreteFunction.__call__`` binds a call, then found again by identity."""
+    from tensorflow.python.eager.polymorphic_function import function_type_utils
+
+    function_type = function.function_type
+    if function_type is None:
+        raise _NoFastPath("the function has no function_type")
+    marks = {name: tf.convert_to_tensor(value) for name, value in probe.items()}
+    if positional is None:
+        args: tuple[Any, ...] = ()
+        kwargs = dict(marks)
+    else:
+        args, kwargs = tuple(marks[n] for n in positional), {}
+    bound = function_type_utils.canonicalize_function_inputs(args, kwargs, function_type)
+    flat = function_type.unpack_inputs(bound)
+    by_identity = {id(mark): name for name, mark in marks.items()}
+    order = [by_identity.get(id(tensor)) for tensor in flat]
+    names = [n for n in order if n is not None]
+    if len(names) != len(order) or sorted(names) != sorted(probe):
+        raise _NoFastPath("binding a call does not pass each input once, as itself")
+    return names
+
+
+def _fast_call(entry: Entry, probe: Mapping[str, np.ndarray]) -> _FastCall:
+    from tensorflow.python.eager import context
+    from tensorflow.python.eager.polymorphic_function.atomic_function import (
+        InterpolateRuntimeError,
+    )
+    from tensorflow.python.framework.ops import EagerTensor
+
+    function = entry.function
+    inference = function.inference_fn
+    fn_name = inference.name
+    if not isinstance(fn_name, bytes):
+        raise _NoFastPath(f"the function's name is a {type(fn_name).__name__}, not bytes")
+    flat_outputs = len(inference.function_type.flat_outputs)
+    if flat_outputs != len(function.outputs):
+        raise _NoFastPath("the function's flat outputs and its graph's outputs differ in number")
+
+    order = _flat_input_order(function, entry.positional, probe)
+
+    captures: tuple[Any, ...] | None = _static_captures(function)
+    n_captures = len(captures if captures is not None else function.captured_inputs)
+    definition = getattr(inference, "cached_definition", None)
+    if definition is not None and len(definition.signature.input_arg) != len(order) + n_captures:
+        raise _NoFastPath("the function takes a different number of arguments than resolved")
+
+    packed = inference.function_type.pack_output(list(range(flat_outputs)))
+    if not isinstance(packed, Mapping) or set(packed) != set(entry.spec.outputs):
+        raise _NoFastPath("the function's outputs are not the signature's named tensors")
+    if sorted(packed.values()) != list(range(flat_outputs)):
+        raise _NoFastPath("the function's outputs are not one flat tensor each")
+    outputs = tuple((str(key), int(index)) for key, index in packed.items())
+
+    # Per input, in flat order: name, numpy dtype, TensorFlow dtype enum, rank (-1:
+    # unknown) and the (axis, size) pairs the shape fixes.
+    plan = []
+    for name in order:
+        spec = entry.spec.inputs[name]
+        dtype = probe[name].dtype
+        enum = tf.as_dtype(spec.dtype).as_datatype_enum
+        rank = -1 if spec.shape is None else len(spec.shape)
+        fixed = tuple((i, d) for i, d in enumerate(spec.shape or ()) if d is not None)
+        plan.append((name, dtype, enum, rank, fixed))
+    interpolate = InterpolateRuntimeError(inference)
+    get_context = context.context
+    ndarray = np.ndarray
+
+    def call(inputs: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+        ctx = get_context()
+        device = ctx.device_name
+        args = []
+        for name, dtype, enum, rank, fixed in plan:
+            value = inputs.get(name)
+            if not isinstance(value, ndarray) or value.dtype != dtype:
+                return None
+            if rank >= 0:
+                shape = value.shape
+                if len(shape) != rank:
+                    return None
+                for axis, size in fixed:
+                    if shape[axis] != size:
+                        return None
+            # As TensorFlow converts an array: a copy, so the tensor never shares the
+            # caller's memory (TensorFlow may keep an input's buffer).
+            try:
+                args.append(EagerTensor(value.copy(), device, enum))
+            except (TypeError, ValueError):
+                return None  # the ordinary call converts it or says why not, as before
+        args.extend(captures if captures is not None else function.captured_inputs)
+        try:
+            # Errors read as the ordinary call's: where the failing node was defined.
+            with interpolate:
+                flat = ctx.call_function(fn_name, args, flat_outputs) or ()
+        except tf.errors.OpError:
+            raise
+        except Exception as exc:  # refused before running: TensorFlow's internals differ
+            raise _Broken(exc) from exc
+        return {key: flat[index].numpy() for key, index in outputs}
+
+    return call
+
+
+def _static_captures(function: Any) -> tuple[Any, ...] | None:
+    """The captured inputs, resolved once, when they cannot change: every capture is a
+    tensor held by the function (a variable's handle stays the same tensor for the
+    variable's life). None when some capture is resolved per call (a deferred capture)
+    or is not a plain eager tensor: then each call asks ``function.captured_inputs``."""
+    from tensorflow.python.framework.ops import EagerTensor
+
+    held = getattr(function, "_captured_inputs", None)
+    if not isinstance(held, (list, tuple)) or any(callable(c) for c in held):
+        return None
+    resolved = tuple(function.captured_inputs)
+    if len(resolved) != len(held) or any(a is not b for a, b in zip(resolved, held, strict=True)):
+        return None
+    if not all(isinstance(c, EagerTensor) for c in resolved):
+        return None
+    return resolved
+
+
+def _verify(
+    model: str, signature: str, entry: Entry, fast: _FastCall, probe: Mapping[str, np.ndarray]
+) -> str:
+    """How the fast call agrees with the ordinary call on ``probe``, or _NoFastPath."""
+    try:
+        expected = {key: value.numpy() for key, value in entry.call(probe).items()}
+    except tf.errors.OpError as ordinary:
+        try:
+            fast(probe)
+        except tf.errors.OpError as exc:
+            if type(exc) is type(ordinary) and str(run_error(model, signature, exc)) == str(
+                run_error(model, signature, ordinary)
+            ):
+                return (
+                    "checked at load: the probe fails the same way both ways "
+                    f"({type(exc).__name__})"
+                )
+            raise _NoFastPath(
+                f"the probe fails differently: ordinary {type(ordinary).__name__}, "
+                f"fast {type(exc).__name__}"
+            ) from None
+        raise _NoFastPath(
+            f"the ordinary call fails on the probe ({type(ordinary).__name__}), the fast one "
+            f"does not"
+        ) from None
+    except Exception as exc:
+        raise _NoFastPath(
+            f"the ordinary call refuses the probe ({type(exc).__name__}: {exc})"
+        ) from None
+    got = fast(probe)
+    if got is None:
+        raise _NoFastPath("the fast call declines the probe's inputs")
+    if set(got) != set(expected):
+        raise _NoFastPath(f"the fast call returns {sorted(got)}, not {sorted(expected)}")
+    for key, want in expected.items():
+        have = got[key]
+        if have.dtype != want.dtype or have.shape != want.shape or not _same(have, want):
+            raise _NoFastPath(f"output {key!r} differs between the fast and the ordinary call")
+    return "checked at load: same outputs as the ordinary call on a zeros probe"
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind in "fc":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))

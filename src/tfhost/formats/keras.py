@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from tfhost.errors import FormatError, LoadError
@@ -77,11 +76,9 @@ def keras_servable(name: str, fmt: Format, model: Any) -> FunctionServable:
         outputs={k: _spec(k, outputs[k]) for k in out_names},
     )
 
-    def call(values: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
-        return function(*(values[n] for n in in_names))  # type: ignore[no-any-return]
-
+    entry = Entry(spec, function, positional=tuple(in_names))
     # The servable keeps the model and the function alive; nothing else refers to them.
-    return FunctionServable(name, fmt, {DEFAULT_SIGNATURE: Entry(spec, call)}, (model, function))
+    return FunctionServable(name, fmt, {DEFAULT_SIGNATURE: entry}, (model, function))
 
 
 def _keras3() -> Any:
