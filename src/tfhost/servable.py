@@ -73,8 +73,7 @@ class Guarded:
             raise
         except Exception as exc:
             raise ModelError(
-                f"model {self.name!r} signature {signature!r} raised "
-                f"{type(exc).__name__}: {exc}",
+                f"model {self.name!r} signature {signature!r} raised {type(exc).__name__}: {exc}",
                 type(exc).__name__,
             ) from exc
         finally:

@@ -65,9 +65,7 @@ class WorkerSettings:
             _non_negative_int(owner, name, getattr(self, name), optional=False)
         if self.gpu_memory_limit_mib == 0:
             raise InputError(f"{owner}.gpu_memory_limit_mib must be at least 1 MiB, got 0")
-        if self.cuda_visible_devices is not None and not isinstance(
-            self.cuda_visible_devices, str
-        ):
+        if self.cuda_visible_devices is not None and not isinstance(self.cuda_visible_devices, str):
             raise InputError(
                 f"{owner}.cuda_visible_devices must be a string such as '0' or '0,1' "
                 f"('' hides every GPU), got {self.cuda_visible_devices!r}"

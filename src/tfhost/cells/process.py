@@ -8,7 +8,8 @@ Pieces, host side (the worker side is :mod:`tfhost.cells.worker`):
   calls in flight see end of file on their own lanes at the same moment.
 - ``ProcessCell``: one model version served by a worker; several cells share a worker
   when they name the same group.
-- ``_Groups``: the named group workers, reference-counted by their cells.
+- ``Groups``: one host's worker processes: the named group workers, shared by their
+  cells and reference-counted, and the one-model workers.
 
 Guarantees:
 1. The host side never imports TensorFlow; the worker applies WorkerSettings before
@@ -17,8 +18,10 @@ Guarantees:
    closes its end of the channel, and the calls after them at once; each open cell's
    ``on_death`` is called exactly once, from the worker's watcher thread, and never
    once the cell's ``close`` has returned.
-3. A call with a timeout that gets no answer in time raises DeadlineExceeded, and the
+3. A call with a deadline that gets no answer in time raises DeadlineExceeded, and the
    worker is killed (recycled): a TensorFlow call cannot be interrupted any other way.
+   The other models of a recycled group worker see ``WorkerDied`` with ``recycled``
+   set, naming the model whose call ran past its deadline.
 4. Closing the last cell of a worker ends the process and waits for it to be gone, so
    its memory is back with the operating system when ``close`` returns.
 5. Workers die with the host process (see the worker's parent-death arming), and
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+import psutil
 
 from tfhost.cells.lifeline import describe_exit, last_fatal
 from tfhost.cells.messages import (
@@ -69,7 +73,14 @@ from tfhost.cells.messages import (
 from tfhost.cells.tflog import ENV as TF_LOG_LEVEL_ENV
 from tfhost.cells.tflog import forward_level, min_log_level
 from tfhost.cells.transport import Channel, Region, channel_pair, fit, pack, shared_bytes, unpack
-from tfhost.errors import DeadlineExceeded, InputError, InternalError, LoadError, WorkerDied
+from tfhost.errors import (
+    DeadlineExceeded,
+    InputError,
+    InternalError,
+    LoadError,
+    Unavailable,
+    WorkerDied,
+)
 from tfhost.settings import WorkerSettings
 from tfhost.specs import LoadOptions
 
@@ -92,25 +103,27 @@ def open_process(
     version: int | None,
     options: LoadOptions,
     worker: WorkerSettings,
+    groups: Groups,
     group: str | None = None,
     on_death: OnDeath | None = None,
 ) -> ProcessCell:
     """Load the artifact at ``path`` in a worker process; return once it can serve.
 
     Without ``group`` the model gets a worker of its own; with it, the model joins the
-    group's worker (started by whichever load gets there first). Raises what the
-    worker's load raised (FormatError, LoadError, ...), WorkerDied if the worker died
-    while starting or loading, DeadlineExceeded after ``worker.start_timeout_s``.
+    group's worker (started by whichever load gets there first), which runs with the
+    settings its first model gave; a model that asks the same group for other settings
+    is refused with InputError. Raises what the worker's load raised (FormatError,
+    LoadError, ...), WorkerDied if the worker died while starting or loading,
+    DeadlineExceeded after ``worker.start_timeout_s``.
     """
-    _check_settings(worker)
     payload = _pickle_options(name, options)
-    deadline = time.monotonic() + worker.start_timeout_s
-    process = _GROUPS.acquire(name, group, worker)
+    process = groups.acquire(name, group, worker)
+    deadline = time.monotonic() + process.settings.start_timeout_s
     try:
         process.start(name, deadline)
         return process.load(name, Path(path).absolute(), version, payload, deadline, on_death)
     except BaseException:
-        _GROUPS.release(process, None)
+        groups.release(process, None)
         raise
 
 
@@ -128,13 +141,22 @@ class ProcessCell:
     """
 
     def __init__(
-        self, name: str, worker: Worker, key: int, loaded: Loaded, on_death: OnDeath | None
+        self,
+        name: str,
+        worker: Worker,
+        key: int,
+        loaded: Loaded,
+        on_death: OnDeath | None,
+        memory_bytes: int | None,
     ) -> None:
         self.name = name
         self.artifact = loaded.artifact
         self.format = loaded.format
         self.signatures = loaded.signatures
         self.static_shapes = loaded.static_shapes
+        # The worker's unique memory (USS) after its load: what unloading gives back when
+        # the model has a worker of its own; a group model's is its worker's growth.
+        self.memory_bytes = memory_bytes
         self._worker = worker
         self._key = key
         self._on_death = on_death
@@ -153,18 +175,23 @@ class ProcessCell:
         return self._worker.info
 
     def run(
-        self, signature: str, inputs: Mapping[str, np.ndarray], timeout: float | None = None
+        self, signature: str, inputs: Mapping[str, np.ndarray], deadline: float | None = None
     ) -> dict[str, np.ndarray]:
-        """Run ``signature`` in the worker. ``timeout`` in seconds: DeadlineExceeded after
-        it, and the worker is recycled. WorkerDied if the worker dies meanwhile."""
-        return self._worker.run(self.name, self._key, signature, inputs, timeout)
+        """Run ``signature`` in the worker. ``deadline`` (``time.monotonic()``):
+        DeadlineExceeded past it, and the worker is recycled. WorkerDied if the worker
+        dies meanwhile, Unavailable once the cell is closed."""
+        with self._lock:
+            closed = self._closed
+        if closed:
+            raise self._worker.gone(self.name)
+        return self._worker.run(self.name, self._key, signature, inputs, deadline)
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        _GROUPS.release(self._worker, self._key)
+        self._worker.groups.release(self._worker, self._key)
 
     def _worker_died(self, death: _Death) -> None:
         with self._lock:
@@ -185,6 +212,8 @@ class _Death:
     why: str  # what is known of the cause, "" if nothing
     exitcode: int | None  # as subprocess reports it: negative for a signal
     last_line: str | None  # the last fatal-looking line the worker logged
+    recycled: bool  # tfhost killed it because a call ran past its deadline
+    shut_down: bool  # it ended because its last model was unloaded
 
     def error(self, model: str, doing: str = "") -> WorkerDied:
         """The WorkerDied for ``model``; ``doing`` says what the call was doing then."""
@@ -194,7 +223,7 @@ class _Death:
         text = f"model {model!r}: {where} {self.how}{doing}{self.why}"
         if self.last_line:
             text += f"; its last fatal log line: {self.last_line}"
-        return WorkerDied(text, self.exitcode)
+        return WorkerDied(text, self.exitcode, recycled=self.recycled)
 
 
 class _Call:
@@ -230,6 +259,7 @@ class _Lane:
         self.response: Region | None = None
 
     def close(self) -> None:
+        """Only the lane's owner closes it: the caller using it, or whoever holds it free."""
         self.channel.close()
         for region in (self.request, self.response):
             if region is not None:
@@ -257,13 +287,18 @@ class Worker:
 
     Thread safety: ``_lock`` guards ``_calls``, ``_cells``, ``_lanes``, ``_free_lanes``,
     ``_death``, ``_stopping`` and ``_recycle_reason``; ``_lane_free`` is its condition.
-    ``_start_lock`` serialises ``start``; ``refs`` is guarded by ``_Groups._lock``.
+    ``_start_lock`` serialises ``start``; ``refs`` is guarded by ``groups._lock``. A lane
+    belongs to one owner at a time: the call that took it, or ``_free_lanes``; only its
+    owner closes it.
     """
 
-    def __init__(self, label: str, group: str | None, settings: WorkerSettings) -> None:
+    def __init__(
+        self, label: str, group: str | None, settings: WorkerSettings, groups: Groups
+    ) -> None:
         self.label = label
         self.group = group
         self.settings = settings
+        self.groups = groups
         self.refs = 0
         self._lock = threading.Lock()
         self._lane_free = threading.Condition(self._lock)
@@ -391,6 +426,7 @@ class Worker:
         on_death: OnDeath | None,
     ) -> ProcessCell:
         key = next(self._keys)
+        before = self._memory()
         call = self._begin(name)
         reply = self._control_call(
             name,
@@ -404,12 +440,39 @@ class Worker:
             raise error_from(reply)
         if not isinstance(reply, Loaded):
             raise InternalError(f"model {name!r}: expected Loaded, got {type(reply).__name__}")
-        cell = ProcessCell(name, self, key, reply, on_death)
+        after = self._memory()
+        if after is None or self.group is None:
+            memory = after
+        else:  # its neighbours' memory is not this model's
+            memory = None if before is None else max(after - before, 0)
+        cell = ProcessCell(name, self, key, reply, on_death, memory)
         with self._lock:
             if self._death is not None:  # died after answering: the cell would never hear
                 raise self._death.error(name, " after loading it")
             self._cells[key] = cell
         return cell
+
+    def gone(self, model: str) -> Unavailable:
+        """The error for a call on a cell of ``model`` that is closed: how its worker died,
+        or that it was unloaded."""
+        with self._lock:
+            death = self._death
+        if death is not None and not death.shut_down:
+            return death.error(model)
+        return Unavailable(f"model {model!r} was unloaded")
+
+    def _memory(self) -> int | None:
+        """The worker's unique memory (USS; RSS where USS cannot be read), or None."""
+        if self._info is None:
+            return None
+        try:
+            process = psutil.Process(self._info.pid)
+            try:
+                return int(process.memory_full_info().uss)
+            except psutil.AccessDenied:
+                return int(process.memory_info().rss)
+        except psutil.Error:
+            return None
 
     def unload(self, key: int) -> None:
         """Forget one model of a worker that goes on serving others."""
@@ -449,9 +512,10 @@ class Worker:
             self._drain.join(_STOP_GRACE_S)
         if process is not None and process.stderr is not None:
             process.stderr.close()
-        with self._lock:
-            lanes, self._lanes, self._free_lanes = self._lanes, [], []
-        for lane in lanes:
+        with self._lock:  # the lanes in use are their callers' to close
+            free, self._free_lanes = self._free_lanes, []
+            self._lanes = [lane for lane in self._lanes if lane not in free]
+        for lane in free:
             lane.close()
 
     def recycle(self, reason: str) -> None:
@@ -477,10 +541,10 @@ class Worker:
         key: int,
         signature: str,
         inputs: Mapping[str, np.ndarray],
-        timeout: float | None,
+        deadline: float | None,
     ) -> dict[str, np.ndarray]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        lane = self._take_lane(name, signature, timeout, deadline)
+        started = time.monotonic()
+        lane = self._take_lane(name, signature, started, deadline)
         answered = False
         try:
             lane.request, fresh = fit(lane.request, shared_bytes(inputs))
@@ -494,14 +558,14 @@ class Worker:
                     None if deadline is None else max(deadline - time.monotonic(), 1e-3),
                 )
             except TimeoutError:
-                assert timeout is not None
+                waited = time.monotonic() - started
                 self.recycle(
                     f"a request to model {name!r} (signature {signature!r}) ran past its "
-                    f"{timeout:g} s deadline"
+                    f"deadline ({waited:.3g} s)"
                 )
                 raise DeadlineExceeded(
-                    f"model {name!r}: signature {signature!r} got no answer within "
-                    f"{timeout:g} s; its worker process {self._pid()} was recycled"
+                    f"model {name!r}: signature {signature!r} got no answer by its deadline "
+                    f"({waited:.3g} s); its worker process {self._pid()} was recycled"
                 ) from None
             except (EOFError, OSError):
                 raise self._died(name, f" while running signature {signature!r}") from None
@@ -523,7 +587,7 @@ class Worker:
             self._put_lane(lane, reuse=answered)
 
     def _take_lane(
-        self, name: str, signature: str, timeout: float | None, deadline: float | None
+        self, name: str, signature: str, started: float, deadline: float | None
     ) -> _Lane:
         with self._lock:
             while True:
@@ -538,8 +602,9 @@ class Worker:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise DeadlineExceeded(
-                        f"model {name!r}: signature {signature!r} waited {timeout:g} s for "
-                        f"one of the {_MAX_LANES} calls in flight on its worker to finish"
+                        f"model {name!r}: signature {signature!r} waited "
+                        f"{time.monotonic() - started:.3g} s, until its deadline, for one of "
+                        f"the {_MAX_LANES} calls in flight on its worker to finish"
                     )
                 self._lane_free.wait(remaining)
             mine, theirs = channel_pair(self.settings.spin_us / 1e6)
@@ -557,14 +622,17 @@ class Worker:
         return lane
 
     def _put_lane(self, lane: _Lane, *, reuse: bool) -> None:
+        """The caller that took ``lane`` gives it back: free for the next call, or closed."""
         with self._lock:
-            if reuse and not self._stopping and lane in self._lanes:
+            keep = reuse and not self._stopping and self._death is None
+            if keep:
                 self._free_lanes.append(lane)
             else:
                 with contextlib.suppress(ValueError):
                     self._lanes.remove(lane)
-                lane.close()
             self._lane_free.notify()
+        if not keep:
+            lane.close()
 
     def _begin(self, model: str) -> _Call:
         call = _Call(next(self._numbers))
@@ -654,6 +722,8 @@ class Worker:
                 why,
                 exitcode,
                 None if self._stopping else last_fatal(self._tail),
+                self._recycle_reason is not None,
+                self._stopping,
             )
             calls, self._calls = list(self._calls.values()), {}
             cells = [] if self._stopping else list(self._cells.values())
@@ -663,7 +733,7 @@ class Worker:
             call.finish(None)
         self._recorded.set()
         if not stopping:
-            _GROUPS.forget(self)
+            self.groups.forget(self)
         for cell in cells:
             try:
                 cell._worker_died(death)
@@ -693,8 +763,12 @@ class Worker:
                     _worker_log.log(level, "%s%s", prefix, line, extra=extra)
 
 
-class _Groups:
-    """Which worker each cell uses: a new one per model, or the shared one of its group.
+class Groups:
+    """One host's worker processes: a new one per model, or the shared one of its group.
+
+    A group's worker runs with the settings of the model that started it; a model that
+    asks a running group for other settings is refused, since one process has one set of
+    thread pools and one GPU configuration.
 
     Thread safety: ``_lock`` guards ``_workers`` and every worker's ``refs``. A group's
     worker is started outside the lock (``Worker.start`` serialises its own start), so
@@ -703,17 +777,22 @@ class _Groups:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._workers: dict[tuple[str, WorkerSettings], Worker] = {}
+        self._workers: dict[str, Worker] = {}
 
     def acquire(self, model: str, group: str | None, settings: WorkerSettings) -> Worker:
         with self._lock:
             if group is None:
-                worker = Worker(model, None, settings)
+                worker = Worker(model, None, settings, self)
             else:
-                key = (group, settings)
-                found = self._workers.get(key)
+                found = self._workers.get(group)
                 if found is None or not found.alive:
-                    found = self._workers[key] = Worker(f"group:{group}", group, settings)
+                    found = self._workers[group] = Worker(f"group:{group}", group, settings, self)
+                elif found.settings != settings:
+                    raise InputError(
+                        f"model {model!r}: group {group!r} runs in one worker process with "
+                        f"{found.settings}; this model asks for {settings}. Give the group's "
+                        f"models the same worker settings, or this model a group of its own"
+                    )
                 worker = found
             worker.refs += 1
             return worker
@@ -736,13 +815,8 @@ class _Groups:
             self._forget(worker)
 
     def _forget(self, worker: Worker) -> None:
-        if worker.group is not None:
-            key = (worker.group, worker.settings)
-            if self._workers.get(key) is worker:
-                del self._workers[key]
-
-
-_GROUPS = _Groups()
+        if worker.group is not None and self._workers.get(worker.group) is worker:
+            del self._workers[worker.group]
 
 
 @functools.cache
@@ -754,18 +828,6 @@ def _spawner() -> ThreadPoolExecutor:
     handler) would be killed with it. This thread lives as long as the host process.
     """
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfhost-spawner")
-
-
-def _check_settings(settings: WorkerSettings) -> None:
-    if settings.gpu_memory_growth and settings.gpu_memory_limit_mib is not None:
-        raise InputError(
-            "WorkerSettings: gpu_memory_growth and gpu_memory_limit_mib exclude each other "
-            "(TensorFlow refuses memory growth on a GPU with a memory limit); set one"
-        )
-    for field in ("intra_op_threads", "inter_op_threads", "gpu_memory_limit_mib", "spin_us"):
-        value = getattr(settings, field)
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise InputError(f"WorkerSettings.{field} must be a non-negative int, got {value!r}")
 
 
 def _pickle_options(name: str, options: LoadOptions) -> bytes:

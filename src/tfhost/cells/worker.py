@@ -59,8 +59,8 @@ from tfhost.cells.messages import (
     send,
 )
 from tfhost.cells.transport import Channel, Region, fit, pack, shared_bytes, unpack
-from tfhost.errors import FormatError, InternalError, LoadError, ModelError, NotFound, TfhostError
-from tfhost.servable import Servable
+from tfhost.errors import FormatError, InternalError, LoadError, NotFound, TfhostError
+from tfhost.servable import Guarded
 from tfhost.settings import WorkerSettings
 from tfhost.specs import LoadOptions, SignatureSpec
 
@@ -175,7 +175,7 @@ class _Server:
     def __init__(self, control: Channel, spin_s: float) -> None:
         self._control = control
         self._spin_s = spin_s  # lanes poll this long for the next request before sleeping
-        self._servables: dict[int, tuple[str, Servable]] = {}
+        self._servables: dict[int, Guarded] = {}
 
     def serve(self) -> NoReturn:
         while True:
@@ -232,18 +232,8 @@ class _Server:
             entry = self._servables.get(message.model)
             if entry is None:
                 raise InternalError(f"this worker holds no model with key {message.model}")
-            name, servable = entry
             inputs = unpack(message.inputs, request, copy=False)
-            try:
-                outputs = servable.run(message.signature, inputs)
-            except TfhostError:
-                raise
-            except Exception as exc:
-                raise ModelError(
-                    f"model {name!r} signature {message.signature!r} raised "
-                    f"{type(exc).__name__}: {exc}",
-                    type(exc).__name__,
-                ) from exc
+            outputs = entry.run(message.signature, inputs)
             outputs = {key: np.asarray(value) for key, value in outputs.items()}
             response, fresh = fit(response, shared_bytes(outputs))
             reply = Result(message.call, pack(outputs, response), fresh)
@@ -262,7 +252,7 @@ class _Server:
             except (FormatError, NotFound) as exc:
                 raise type(exc)(f"model {message.name!r}: {exc}") from None
             servable = formats.load(message.name, artifact, options)
-            self._servables[message.model] = (message.name, servable)
+            self._servables[message.model] = Guarded(message.name, servable)
             signatures = {
                 key: SignatureSpec(dict(spec.inputs), dict(spec.outputs))
                 for key, spec in servable.signatures.items()
@@ -275,10 +265,7 @@ class _Server:
         except Exception as exc:
             reply = failure(
                 message.call,
-                InternalError(
-                    f"model {message.name!r}: load failed in its worker: "
-                    f"{type(exc).__name__}: {exc}"
-                ),
+                InternalError(f"model {message.name!r}: load failed: {type(exc).__name__}: {exc}"),
             )
         try:
             send(self._control, reply)
@@ -287,8 +274,8 @@ class _Server:
 
     def _unload(self, message: Unload) -> None:
         entry = self._servables.pop(message.model, None)
-        if entry is not None:
-            entry[1].close()
+        if entry is not None:  # closed once the runs in flight on it have returned
+            entry.close()
 
 
 def _options(message: Load) -> LoadOptions:
