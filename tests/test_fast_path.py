@@ -2,7 +2,8 @@
 
 Every test compares the fast path with the ordinary call (``fn(**inputs)``), on real
 TensorFlow functions: the fast path must be used where it can be, give the same answers
-and the same errors, and step aside where its load-time check fails.
+and the same errors, step aside where its load-time check fails, and never run a
+signature at load.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def test_every_eager_format_runs_the_fast_path(fmt: Format, artifacts: ArtifactM
     for key in servable.signatures:
         status = servable.fast_path(key)
         assert status.active, status.reason
-        assert "same outputs" in status.reason
+        assert "binding of a call" in status.reason
         assert not plain.fast_path(key).active
         got = servable.run(key, {"x": SAMPLE_X})
         assert_same(got, plain.run(key, {"x": SAMPLE_X}))
@@ -135,8 +136,15 @@ class Mixed(tf.Module):  # type: ignore[misc]
         autograph=False, input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")]
     )
     def counter(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        # Stateful: each call answers differently, so the load-time check cannot agree.
+        # Stateful: a load that ran it would move the count.
         return {"count": tf.reduce_sum(x) * 0.0 + self.count.assign_add(1.0)}
+
+    @tf.function(  # type: ignore[untyped-decorator]
+        autograph=False, input_signature=[tf.TensorSpec([1, 4097, 4097], tf.float32, name="big")]
+    )
+    def huge(self, big: tf.Tensor) -> dict[str, tf.Tensor]:
+        # One input over the 64 MiB a load marks inputs with: no fast path for it.
+        return {"total": tf.reduce_sum(big)}
 
 
 MIXED_X = {
@@ -161,6 +169,7 @@ def mixed_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "number": module.number,
         "read": module.read,
         "counter": module.counter,
+        "huge": module.huge,
     }
     tf.saved_model.save(module, str(path), signatures=signatures)
     return path
@@ -245,7 +254,6 @@ def test_errors_translate_as_the_ordinary_call(
     mixed: tuple[FunctionServable, FunctionServable, Any],
 ) -> None:
     fast, plain, _ = mixed
-    # The probe (b"") already fails in both at load; the fast path stays, errors agree.
     for key in ("number", "read"):
         assert fast.fast_path(key).active, fast.fast_path(key).reason
     bad_number = {"s": np.array([b"1.5", b"x1"], object)}
@@ -272,26 +280,35 @@ def test_host_errors_through_the_fast_path(mixed_path: Path) -> None:
 # -- where the fast path steps aside --------------------------------------------------------
 
 
-def test_a_failed_load_check_leaves_the_ordinary_call(
+def test_a_load_runs_no_signature(
+    mixed: tuple[FunctionServable, FunctionServable, Any],
+) -> None:
+    """Signatures may have effects (TF Serving's saved_model_counter): checking the fast
+    path at load must not run them."""
+    _, _, loaded = mixed
+    before = float(loaded.count.numpy())
+    entries = {"counter": signature_entry(loaded.signatures["counter"])}
+    servable = FunctionServable("stateful", Format.TF2_SAVED_MODEL, entries, loaded)
+    assert float(loaded.count.numpy()) == before
+    assert servable.fast_path("counter").active, servable.fast_path("counter").reason
+    x = {"x": np.zeros((1, 2), np.float32)}
+    assert servable.run("counter", x)["count"].tolist() == before + 1
+    assert servable.run("counter", x)["count"].tolist() == before + 2
+
+
+def test_inputs_too_big_to_mark_take_the_ordinary_call(
     mixed: tuple[FunctionServable, FunctionServable, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A stateful signature answers the probe differently each call: the check fails."""
     _, _, loaded = mixed
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    entries = {"counter": signature_entry(loaded.signatures["counter"])}
-    before = float(loaded.count.numpy())
-    servable = FunctionServable("stateful", Format.TF2_SAVED_MODEL, entries, loaded)
-    status = servable.fast_path("counter")
-    assert not status.active
-    assert "differs" in status.reason
-    # The check ran the signature twice (ordinary, then fast); runs now count on from there.
-    assert float(loaded.count.numpy()) == before + 2
-    x = {"x": np.zeros((1, 2), np.float32)}
-    assert servable.run("counter", x)["count"].tolist() == before + 3
-    assert servable.run("counter", x)["count"].tolist() == before + 4
-    logged = [r for r in caplog.records if r.name == LOGGER and "'counter'" in r.getMessage()]
+    entries = {"huge": signature_entry(loaded.signatures["huge"])}
+    servable = FunctionServable("huge", Format.TF2_SAVED_MODEL, entries, loaded)
+    status = servable.fast_path("huge")
+    assert not status.active and "over 64 MiB" in status.reason
+    logged = [r for r in caplog.records if r.name == LOGGER and "'huge'" in r.getMessage()]
     assert len(logged) == 1 and logged[0].levelno == logging.DEBUG
-    assert status.reason in logged[0].getMessage()
+    total = servable.run("huge", {"big": np.ones((1, 4097, 4097), np.float32)})["total"]
+    assert float(total) == pytest.approx(4097 * 4097)
 
 
 def test_inputs_not_as_declared_take_the_ordinary_call(

@@ -21,6 +21,7 @@ from tfhost.errors import (
     MissingCustomObject,
     MissingOp,
     ModelError,
+    NotFound,
     TfhostError,
 )
 from tfhost.examples import SAMPLE_X
@@ -203,3 +204,40 @@ def test_doctor_reads_tfhost_errors_by_class_and_foreign_ones_by_their_words() -
     assert scope["kind"] == "out_of_scope" and scope["names"] == ["w:0"] and scope["code"] is None
     op = describe(ValueError("Op type not registered 'Foo' in binary"))
     assert op["kind"] == "missing_op" and op["names"] == ["Foo"]
+
+
+@pytest.fixture(scope="module")
+def sparse_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TF2 SavedModel whose default signature returns a SparseTensor, and a dense one."""
+    import tensorflow as tf
+
+    class Sparse(tf.Module):  # type: ignore[misc]  # TensorFlow has no type hints
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")]
+        )
+        def sparse(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"s": tf.sparse.from_dense(x)}
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")]
+        )
+        def dense(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": x * 2.0}
+
+    module = Sparse()
+    path = tmp_path_factory.mktemp("sparse") / "sparse"
+    signatures = {"serving_default": module.sparse, "dense": module.dense}
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+def test_sparse_signatures_are_not_served(sparse_outputs: Path, isolation: str) -> None:
+    """As for graph-mode signatures: a sparse output is refused at load, not at each call."""
+    with Host() as host:
+        host.load("sparse", sparse_outputs, isolation=isolation)
+        assert set(host.metadata("sparse")["signatures"]) == {"dense"}
+        with pytest.raises(NotFound, match="no signature 'serving_default'"):
+            host.predict("sparse", {"x": np.ones((1, 2), np.float32)})
+        y = host.predict("sparse", {"x": np.ones((1, 2), np.float32)}, signature="dense")["y"]
+        np.testing.assert_array_equal(y, np.full((1, 2), 2.0, np.float32))

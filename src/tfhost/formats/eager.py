@@ -13,12 +13,17 @@ structures: the function's runtime name, its captured inputs, the flat order of 
 inputs (by binding one tensor per input name through ``function_type``, exactly as a call
 does) and which flat output is which output name (``function_type.pack_output``). A call
 then converts each input as TensorFlow would (a copy, into an ``EagerTensor`` of the
-declared dtype) and runs ``context.call_function`` on the flat list. The fast path is
-checked at load against the ordinary call on a probe (zeros of the declared shapes, ``None``
-dimensions as 1, ``b""`` for strings) and is used only when both give the same outputs, or
-fail with the same error; anything else, including TensorFlow internals that differ
-from the ones read here, leaves that signature on the ordinary call (``fast_path()`` says
-which and why; the reason is logged once at debug level).
+declared dtype) and runs ``context.call_function`` on the flat list.
+
+The fast path is checked at load against TensorFlow's own binding of a call, without
+running the model: a load never runs a signature, since signatures may have effects (a
+counter, a write, an abort) and big models cost time. Markers (one tensor per input, of
+the declared dtype and shape with ``None`` dimensions as 1) are bound the way a call binds
+them, and the plan must account for every argument of the function's definition and every
+output name. Anything else, including TensorFlow internals that differ from the ones read
+here, leaves that signature on the ordinary call (``fast_path()`` says which and why; the
+reason is logged once at debug level); a fast call that TensorFlow refuses before running
+(anything but an ``OpError``) sends that signature to the ordinary call for good.
 """
 
 from __future__ import annotations
@@ -38,9 +43,9 @@ from tfhost.specs import Format, SignatureSpec, TensorSpec
 
 _log = logging.getLogger(__name__)
 
-# A probe bigger than this (all inputs together) is not run at load: a model with inputs
+# Markers bigger than this (all inputs together) are not made at load: a model with inputs
 # that large spends its time in kernels, where the fast path saves nothing that counts.
-PROBE_LIMIT_BYTES = 64 << 20
+MARKER_LIMIT_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,14 @@ def signature_entry(function: Any) -> Entry:
     return Entry(spec, function)
 
 
+def _dense(function: Any) -> bool:
+    """Whether every input and output of a signature is a plain (dense) tensor."""
+    _, kwargs = function.structured_input_signature
+    outputs = function.structured_outputs
+    values = [*kwargs.values(), *(outputs.values() if isinstance(outputs, Mapping) else [])]
+    return all(isinstance(value, tf.TensorSpec) for value in values)
+
+
 def load_saved_model(
     name: str, path: Path, fmt: Format, options: Mapping[str, Any]
 ) -> FunctionServable:
@@ -203,14 +216,23 @@ def load_saved_model(
         loaded = tf.saved_model.load(str(path), tags=tags)
         entries = {}
         for key, function in loaded.signatures.items():
+            if not _dense(function):  # as for graph-mode signatures: not served
+                _log.warning(
+                    "model %r: signature %r takes or returns sparse or ragged tensors; "
+                    "tfhost serves dense tensors only, so it is not served",
+                    name,
+                    key,
+                )
+                continue
             try:
                 entries[key] = signature_entry(function)
             except FormatError as exc:
                 raise FormatError(f"model {name!r} signature {key!r}: {exc}") from None
         if not entries:
             raise FormatError(
-                f"model {name!r}: {path} ({fmt.value}) has no signatures; save it with "
-                f"tf.saved_model.save(obj, path, signatures=...) so it can be served"
+                f"model {name!r}: {path} ({fmt.value}) has no signature with dense inputs "
+                f"and outputs; save it with tf.saved_model.save(obj, path, signatures=...) "
+                f"so it can be served"
             )
         return FunctionServable(name, fmt, entries, loaded)
 
@@ -223,9 +245,9 @@ def _prepare_fast_path(
 ) -> tuple[_FastCall | None, FastPath]:
     """The fast call for ``entry`` and its status, or None and why not (logged once)."""
     try:
-        probe = _probe(entry.spec)
-        fast = _fast_call(entry, probe)
-        how = _verify(model, signature, entry, fast, probe)
+        markers = _markers(entry.spec)
+        fast = _fast_call(entry, markers)
+        how = "checked at load against TensorFlow's binding of a call"
     except _NoFastPath as exc:
         reason = str(exc)
     except Exception as exc:  # TensorFlow's internals are not the ones read here
@@ -236,9 +258,9 @@ def _prepare_fast_path(
     return None, FastPath(False, reason)
 
 
-def _probe(spec: SignatureSpec) -> dict[str, np.ndarray]:
+def _markers(spec: SignatureSpec) -> dict[str, np.ndarray]:
     """One input per name: zeros of the declared dtype and shape, ``None`` dims as 1."""
-    probe: dict[str, np.ndarray] = {}
+    markers: dict[str, np.ndarray] = {}
     size = 0
     for name, tensor in spec.inputs.items():
         dtype = tf.as_dtype(tensor.dtype)
@@ -247,19 +269,19 @@ def _probe(spec: SignatureSpec) -> dict[str, np.ndarray]:
             value = np.full(shape, b"", dtype=object)
         elif dtype.is_bool or dtype.is_floating or dtype.is_integer or dtype.is_complex:
             if dtype.is_quantized:
-                raise _NoFastPath(f"input {name!r} is {tensor.dtype}: no probe to check with")
+                raise _NoFastPath(f"input {name!r} is {tensor.dtype}: no marker to bind with")
             value = np.zeros(shape, dtype.as_numpy_dtype)
         else:
-            raise _NoFastPath(f"input {name!r} is {tensor.dtype}: no probe to check with")
+            raise _NoFastPath(f"input {name!r} is {tensor.dtype}: no marker to bind with")
         size += value.size * value.itemsize
-        if size > PROBE_LIMIT_BYTES:
-            raise _NoFastPath(f"the inputs take over {PROBE_LIMIT_BYTES >> 20} MiB at batch 1")
-        probe[name] = value
-    return probe
+        if size > MARKER_LIMIT_BYTES:
+            raise _NoFastPath(f"the inputs take over {MARKER_LIMIT_BYTES >> 20} MiB at batch 1")
+        markers[name] = value
+    return markers
 
 
 def _flat_input_order(
-    function: Any, positional: tuple[str, ...] | None, probe: Mapping[str, np.ndarray]
+    function: Any, positional: tuple[str, ...] | None, markers: Mapping[str, np.ndarray]
 ) -> list[str]:
     """The input names in the order of the function's flat arguments, as TensorFlow's own
     binding puts them: one distinct tensor per name, bound through ``function_type`` the way
@@ -269,7 +291,7 @@ def _flat_input_order(
     function_type = function.function_type
     if function_type is None:
         raise _NoFastPath("the function has no function_type")
-    marks = {name: tf.convert_to_tensor(value) for name, value in probe.items()}
+    marks = {name: tf.convert_to_tensor(value) for name, value in markers.items()}
     if positional is None:
         args: tuple[Any, ...] = ()
         kwargs = dict(marks)
@@ -280,12 +302,12 @@ def _flat_input_order(
     by_identity = {id(mark): name for name, mark in marks.items()}
     order = [by_identity.get(id(tensor)) for tensor in flat]
     names = [n for n in order if n is not None]
-    if len(names) != len(order) or sorted(names) != sorted(probe):
+    if len(names) != len(order) or sorted(names) != sorted(markers):
         raise _NoFastPath("binding a call does not pass each input once, as itself")
     return names
 
 
-def _fast_call(entry: Entry, probe: Mapping[str, np.ndarray]) -> _FastCall:
+def _fast_call(entry: Entry, markers: Mapping[str, np.ndarray]) -> _FastCall:
     from tensorflow.python.eager import context
     from tensorflow.python.eager.polymorphic_function.atomic_function import (
         InterpolateRuntimeError,
@@ -301,7 +323,7 @@ def _fast_call(entry: Entry, probe: Mapping[str, np.ndarray]) -> _FastCall:
     if flat_outputs != len(function.outputs):
         raise _NoFastPath("the function's flat outputs and its graph's outputs differ in number")
 
-    order = _flat_input_order(function, entry.positional, probe)
+    order = _flat_input_order(function, entry.positional, markers)
 
     captures: tuple[Any, ...] | None = _static_captures(function)
     n_captures = len(captures if captures is not None else function.captured_inputs)
@@ -321,7 +343,7 @@ def _fast_call(entry: Entry, probe: Mapping[str, np.ndarray]) -> _FastCall:
     plan = []
     for name in order:
         spec = entry.spec.inputs[name]
-        dtype = probe[name].dtype
+        dtype = markers[name].dtype
         enum = tf.as_dtype(spec.dtype).as_datatype_enum
         rank = -1 if spec.shape is None else len(spec.shape)
         fixed = tuple((i, d) for i, d in enumerate(spec.shape or ()) if d is not None)
@@ -381,50 +403,3 @@ def _static_captures(function: Any) -> tuple[Any, ...] | None:
     if not all(isinstance(c, EagerTensor) for c in resolved):
         return None
     return resolved
-
-
-def _verify(
-    model: str, signature: str, entry: Entry, fast: _FastCall, probe: Mapping[str, np.ndarray]
-) -> str:
-    """How the fast call agrees with the ordinary call on ``probe``, or _NoFastPath."""
-    try:
-        expected = {key: value.numpy() for key, value in entry.call(probe).items()}
-    except tf.errors.OpError as ordinary:
-        try:
-            fast(probe)
-        except tf.errors.OpError as exc:
-            if type(exc) is type(ordinary) and str(run_error(model, signature, exc)) == str(
-                run_error(model, signature, ordinary)
-            ):
-                return (
-                    "checked at load: the probe fails the same way both ways "
-                    f"({type(exc).__name__})"
-                )
-            raise _NoFastPath(
-                f"the probe fails differently: ordinary {type(ordinary).__name__}, "
-                f"fast {type(exc).__name__}"
-            ) from None
-        raise _NoFastPath(
-            f"the ordinary call fails on the probe ({type(ordinary).__name__}), the fast one "
-            f"does not"
-        ) from None
-    except Exception as exc:
-        raise _NoFastPath(
-            f"the ordinary call refuses the probe ({type(exc).__name__}: {exc})"
-        ) from None
-    got = fast(probe)
-    if got is None:
-        raise _NoFastPath("the fast call declines the probe's inputs")
-    if set(got) != set(expected):
-        raise _NoFastPath(f"the fast call returns {sorted(got)}, not {sorted(expected)}")
-    for key, want in expected.items():
-        have = got[key]
-        if have.dtype != want.dtype or have.shape != want.shape or not _same(have, want):
-            raise _NoFastPath(f"output {key!r} differs between the fast and the ordinary call")
-    return "checked at load: same outputs as the ordinary call on a zeros probe"
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.dtype.kind in "fc":
-        return bool(np.array_equal(a, b, equal_nan=True))
-    return bool(np.array_equal(a, b))
