@@ -454,9 +454,9 @@ def test_a_deadline_in_a_shared_worker_restarts_its_neighbours_at_once(toolbox: 
     flight fail naming the model that ran late, and they are back at once, no try used."""
     slow_backoff = WorkerSettings(restart_backoff_s=30.0, max_restarts=1)
     with Host(HostSettings(worker=slow_backoff)) as host:
-        events = Events(host)
         host.load("late", toolbox, isolation="process", group="g")
         host.load("neighbour", toolbox, isolation="process", group="g")
+        events = Events(host)
         outcome: list[BaseException] = []
 
         def neighbour_call() -> None:

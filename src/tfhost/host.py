@@ -832,7 +832,7 @@ class Host:
     def _release(self, entry: _Version) -> None:
         with self._lock:
             entry.refs -= 1
-            if entry.refs == 0:
+            if entry.refs == 0 and entry.state is State.UNLOADING:  # only a drain waits on it
                 self._changed.notify_all()
 
     def _end(self, entry: _Version) -> None:

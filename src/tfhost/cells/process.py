@@ -564,8 +564,9 @@ class Worker:
                     f"deadline ({waited:.3g} s)"
                 )
                 raise DeadlineExceeded(
-                    f"model {name!r}: signature {signature!r} got no answer by its deadline "
-                    f"({waited:.3g} s); its worker process {self._pid()} was recycled"
+                    f"model {name!r}: signature {signature!r} got no answer within "
+                    f"{waited:.3g} s, its deadline; its worker process {self._pid()} was "
+                    f"recycled"
                 ) from None
             except (EOFError, OSError):
                 raise self._died(name, f" while running signature {signature!r}") from None
