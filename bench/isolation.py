@@ -337,7 +337,9 @@ def main() -> None:
         "--seconds", type=float, default=2.0, help="each throughput window of section 5"
     )
     parser.add_argument(
-        "--only", choices=("spin",), help="run one section (spin: section 5) and stop"
+        "--only",
+        choices=("latency", "spin"),
+        help="run one part and stop (latency: sections 1-2; spin: section 5)",
     )
     parser.add_argument("--memory-scenario", choices=("inline", "process", "group"))
     parser.add_argument("--model", type=Path)
@@ -358,6 +360,9 @@ def main() -> None:
         if args.only == "spin":
             write_mlp(root / "mlp")
             spin_under_concurrency(root, args.seconds)
+            return
+        if args.only == "latency":
+            latency_and_throughput(root, args.calls)
             return
         latency_and_throughput(root, args.calls)
         memory(root, args.models)

@@ -72,7 +72,16 @@ from tfhost.cells.messages import (
 )
 from tfhost.cells.tflog import ENV as TF_LOG_LEVEL_ENV
 from tfhost.cells.tflog import forward_level, min_log_level
-from tfhost.cells.transport import Channel, Region, channel_pair, fit, pack, shared_bytes, unpack
+from tfhost.cells.transport import (
+    CALLS,
+    Channel,
+    Region,
+    channel_pair,
+    fit,
+    pack,
+    shared_bytes,
+    unpack,
+)
 from tfhost.errors import (
     DeadlineExceeded,
     InputError,
@@ -551,12 +560,13 @@ class Worker:
             number = next(self._numbers)
             message = Run(number, key, signature, pack(inputs, lane.request), fresh)
             try:
-                send(lane.channel, message, [lane.request.fd] if fresh and lane.request else [])
-                reply = receive_reply(
-                    lane.channel,
-                    # a zero timeout would make the socket non-blocking instead
-                    None if deadline is None else max(deadline - time.monotonic(), 1e-3),
-                )
+                with CALLS:
+                    send(lane.channel, message, [lane.request.fd] if fresh and lane.request else [])
+                    reply = receive_reply(
+                        lane.channel,
+                        # a zero timeout would make the socket non-blocking instead
+                        None if deadline is None else max(deadline - time.monotonic(), 1e-3),
+                    )
             except TimeoutError:
                 waited = time.monotonic() - started
                 self.recycle(

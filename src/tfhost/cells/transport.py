@@ -44,7 +44,7 @@ _PICKLE = pickle.HIGHEST_PROTOCOL
 _BUFFER = 64 * 1024  # a receive buffer grows for a large frame, and shrinks back after
 
 
-def _spinner_slots() -> int:
+def _spare_cores() -> int:
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -52,12 +52,37 @@ def _spinner_slots() -> int:
     return max(cores - 1, 1)
 
 
-# How many threads of this process may poll at once. A poller saves a wake-up only while
-# a core is free to poll on; past that it takes the core from the model's own kernels and
-# the GIL from the other callers (measured in bench/isolation.py: with 16 callers on 2
-# cores, polling everywhere cost a process-isolated MLP most of its throughput). So one
-# core is left to the work, and the rest of the waiters sleep at once.
-_SPINNERS = threading.BoundedSemaphore(_spinner_slots())
+class Calls:
+    """How many calls this process has in flight, so a waiter knows whether to poll.
+
+    Polling saves a sleeping reader's wake-up only while a core is free to poll on. Once
+    more calls are in flight than cores to spare, the pollers take the cores from the
+    model's kernels and the GIL from the other callers (bench/isolation.py, section 5:
+    with 16 callers on 2 cores, polling everywhere cost a process-isolated MLP two thirds
+    of its throughput), while a sleeper is woken on a core that is busy anyway, cheaply.
+    So a ``Channel`` polls only while the count is at most the cores to spare.
+
+    Use ``with CALLS:`` around a call's exchange (the host) or its run (a worker's lane).
+    """
+
+    def __init__(self, spare: int) -> None:
+        self.spare = spare
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+
+    def calm(self) -> bool:
+        return self._count <= self.spare  # a racy read is fine: it only tunes a wait
+
+
+CALLS = Calls(_spare_cores())
 
 
 class Channel:
@@ -72,9 +97,10 @@ class Channel:
     keeps frames whole). ``recv`` and ``take_fd`` must be called by one thread at a
     time. A ``recv`` timeout applies to sends on the same socket too.
 
-    ``spin_s``: how long ``recv`` polls before it sleeps. Waking a reader that sleeps
-    costs its core's exit from an idle state, often longer than the exchange it waits
-    for; polling a little first trades that much CPU per message for the latency.
+    ``spin_s``: how long ``recv`` polls before it sleeps, while ``CALLS`` is calm. Waking
+    a reader that sleeps costs its core's exit from an idle state, often longer than the
+    exchange it waits for; polling a little first trades that much CPU per message for
+    the latency.
     """
 
     def __init__(self, sock: socket.socket, spin_s: float = 0.0) -> None:
@@ -153,20 +179,17 @@ class Channel:
             self._end += n
 
     def _receive(self, free: memoryview) -> tuple[int, list[tuple[int, int, bytes]]]:
-        if self.spin_s > 0 and _SPINNERS.acquire(blocking=False):
-            try:
-                give_up = time.perf_counter() + self.spin_s
-                while True:
-                    try:
-                        n, ancillary, _, _ = self._sock.recvmsg_into(
-                            [free], _FD_SPACE, socket.MSG_DONTWAIT
-                        )
-                        return n, ancillary
-                    except BlockingIOError:
-                        if time.perf_counter() >= give_up:
-                            break
-            finally:
-                _SPINNERS.release()
+        if self.spin_s > 0 and CALLS.calm():
+            give_up = time.perf_counter() + self.spin_s
+            while True:
+                try:
+                    n, ancillary, _, _ = self._sock.recvmsg_into(
+                        [free], _FD_SPACE, socket.MSG_DONTWAIT
+                    )
+                    return n, ancillary
+                except BlockingIOError:
+                    if time.perf_counter() >= give_up:
+                        break
         n, ancillary, _, _ = self._sock.recvmsg_into([free], _FD_SPACE)
         return n, ancillary
 

@@ -58,7 +58,7 @@ from tfhost.cells.messages import (
     receive,
     send,
 )
-from tfhost.cells.transport import Channel, Region, fit, pack, shared_bytes, unpack
+from tfhost.cells.transport import CALLS, Channel, Region, fit, pack, shared_bytes, unpack
 from tfhost.errors import FormatError, InternalError, LoadError, NotFound, TfhostError
 from tfhost.servable import Guarded
 from tfhost.settings import WorkerSettings
@@ -219,7 +219,8 @@ class _Server:
                 if request is not None:
                     request.close()
                 request = Region.attach(lane.take_fd())
-            reply, response, attached = self._run(message, request, response)
+            with CALLS:  # a lane polls for its next request only while few others run
+                reply, response, attached = self._run(message, request, response)
             try:
                 send(lane, reply, attached)
             except OSError:  # the host gave up on this lane
