@@ -271,3 +271,21 @@ def test_importing_tfhost_does_not_import_tensorflow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_version_folders_with_leading_zeros(tmp_path: Path, artifacts: ArtifactMap) -> None:
+    """TF Serving's layout allows leading zeros: ``00000003`` is version 3."""
+    import shutil
+
+    root = tmp_path / "m"
+    shutil.copytree(artifacts[Format.TF2_SAVED_MODEL, 1.0], root / "00000003")
+    shutil.copytree(artifacts[Format.TF2_SAVED_MODEL, 2.0], root / "12")
+    (root / "notes").mkdir()
+    with Host() as host:
+        assert host.load("m", root).version == 12
+        assert host.load("m", root, version=3).version == 3
+        np.testing.assert_allclose(
+            host.predict("m", {"x": SAMPLE_X}, version=3)["y"], expected_y(SAMPLE_X, 1.0), rtol=1e-6
+        )
+        with pytest.raises(NotFound, match=r"versions \[3, 12\], not version 4"):
+            host.load("m", root, version=4)

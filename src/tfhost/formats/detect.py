@@ -19,11 +19,17 @@ _EXPECTED = (
 )
 
 
+def version_folders(path: Path) -> dict[int, Path]:
+    """Numeric version folders under ``path`` (TensorFlow Serving's layout) by number;
+    leading zeros are allowed (``00000123`` is version 123)."""
+    if not path.is_dir():
+        return {}
+    return {int(p.name): p for p in path.iterdir() if p.is_dir() and p.name.isdigit()}
+
+
 def versions_in(path: Path) -> tuple[int, ...]:
     """Numeric version folders under ``path`` (TensorFlow Serving's layout), ascending."""
-    if not path.is_dir():
-        return ()
-    return tuple(sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()))
+    return tuple(sorted(version_folders(path)))
 
 
 def resolve_version(path: Path, version: int | None) -> tuple[int, Path]:
@@ -32,13 +38,13 @@ def resolve_version(path: Path, version: int | None) -> tuple[int, Path]:
     A directory of numeric version folders (TensorFlow Serving's layout) gives
     ``version`` or its highest; any other artifact is ``version``, or 1.
     """
-    versions = () if _is_saved_model_dir(path) else versions_in(path)
-    if not versions:
+    folders = {} if _is_saved_model_dir(path) else version_folders(path)
+    if not folders:
         return (1 if version is None else version), path
-    chosen = versions[-1] if version is None else version
-    if chosen not in versions:
-        raise NotFound(f"{path} has versions {list(versions)}, not version {chosen}")
-    return chosen, path / str(chosen)
+    chosen = max(folders) if version is None else version
+    if chosen not in folders:
+        raise NotFound(f"{path} has versions {sorted(folders)}, not version {chosen}")
+    return chosen, folders[chosen]
 
 
 def detect(path: str | Path, version: int | None = None) -> Artifact:
