@@ -69,8 +69,9 @@ Guarantees:
       (that would be a swap that drops availability). Only a requested or hot-swap Load
       evicts, and it may evict any evictable version, even the only one of an eager model,
       which comes back when a request asks for it or when the budget has room. A first load
-      or a retry of a model with nothing AVAILABLE evicts nothing: it takes free room or is
-      refused. Otherwise two eager models that cannot both fit would evict each other on
+      or a retry that no request asks for, of a model with nothing AVAILABLE, evicts
+      nothing: it takes free room or is refused (the message lists what a request could
+      evict). Otherwise two eager models that cannot both fit would evict each other on
       every plan, and a lazy model that a request just loaded would be evicted by the next
       plan for an eager model that did not fit.
    e. If evicting every version it may evict is not enough, nothing is evicted and the
