@@ -1,0 +1,29 @@
+"""The fleet: a model repository that runs itself over a ``Host``.
+
+``config`` reads what should be served (``tfhost.toml`` or TensorFlow Serving's
+``models.config``), ``repository`` reads what is on disk, poll after poll. Both are pure:
+they read files and load nothing. Nothing here imports TensorFlow.
+"""
+
+from tfhost.fleet.config import (
+    ConfigError,
+    FleetConfig,
+    ModelConfig,
+    PipelineConfig,
+    VersionPolicy,
+    parse_bytes,
+    read_config,
+)
+from tfhost.fleet.repository import Scanner, Versions
+
+__all__ = [
+    "ConfigError",
+    "FleetConfig",
+    "ModelConfig",
+    "PipelineConfig",
+    "Scanner",
+    "VersionPolicy",
+    "Versions",
+    "parse_bytes",
+    "read_config",
+]
