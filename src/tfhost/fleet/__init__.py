@@ -14,11 +14,14 @@ from tfhost.fleet.config import (
     parse_bytes,
     read_config,
 )
+from tfhost.fleet.fleet import Fleet, FleetSettings
 from tfhost.fleet.repository import Scanner, Versions
 
 __all__ = [
     "ConfigError",
+    "Fleet",
     "FleetConfig",
+    "FleetSettings",
     "ModelConfig",
     "PipelineConfig",
     "Scanner",

@@ -24,7 +24,11 @@ def version_folders(path: Path) -> dict[int, Path]:
     leading zeros are allowed (``00000123`` is version 123)."""
     if not path.is_dir():
         return {}
-    return {int(p.name): p for p in path.iterdir() if p.is_dir() and p.name.isdigit()}
+    found: dict[int, Path] = {}
+    for p in sorted(path.iterdir(), key=lambda p: (len(p.name), p.name), reverse=True):
+        if p.is_dir() and p.name.isascii() and p.name.isdigit():
+            found[int(p.name)] = p  # "1" wins over "01": the shortest name is set last
+    return found
 
 
 def versions_in(path: Path) -> tuple[int, ...]:

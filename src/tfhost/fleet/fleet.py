@@ -1,0 +1,499 @@
+"""The fleet: a repository that runs itself on a Host.
+
+Three jobs, three pieces (TensorFlow Serving's split): the repository (``config`` and
+``repository``) says which versions should be loaded, the policy (``policy.plan``) says
+what to do next, and this module does it. One thread, the fleet's loop, is the only place
+that sleeps or schedules: each cycle it reads the config (keeping the last good one),
+scans the repository, asks the policy for actions and applies them; loads run on a small
+pool so one slow load never stops the loop, and at most ``max_parallel_loads`` run at once
+so loading never starves serving.
+
+Thread safety: every public method may be called from any thread. ``_lock`` guards
+``_wants``, ``_sources``, ``_on_disk``, ``_demands``, ``_retries``, ``_loading``,
+``_refusals``, ``_load_errors``, ``_routes``, ``_since``, ``_config``, ``_scanner`` and
+``_config_error``.
+The Host has its own lock; the fleet never holds ``_lock`` while it calls the Host.
+
+Guarantees:
+1. A request never fails because of a swap: a new version is loaded while the old one
+   serves, traffic moves once it is AVAILABLE, the old one drains its handles, then
+   unloads (the policy's guarantee 1, the Host's guarantee 2).
+2. A bad config never takes the fleet down: its error is logged and kept
+   (``config_error``), and the last good config keeps serving.
+3. A failed load is retried with bounded backoff, its error visible in ``models()``.
+4. A request for a lazy or evicted model loads it; concurrent requests wait on one load.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from tfhost.errors import InputError, NotFound, ResourceExhausted, TfhostError, Unavailable
+from tfhost.fleet.config import ConfigError, FleetConfig, ModelConfig, read_config
+from tfhost.fleet.policy import Demand, Evict, Load, Refuse, Retry, Route, Unload, Want, plan
+from tfhost.fleet.repository import Scanner, Versions
+from tfhost.host import Handle, Host, ModelInfo
+from tfhost.settings import HostSettings
+from tfhost.specs import DEFAULT_SIGNATURE
+from tfhost.state import Event, State, VersionId
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """How the fleet runs. ``poll_s`` is TF Serving's ``--file_system_poll_wait_seconds``."""
+
+    poll_s: float = 2.0
+    max_parallel_loads: int = 2
+    retry_backoff_s: float = 1.0
+    max_retries: int = 5
+    demand_timeout_s: float = 120.0  # how long a request waits for a lazy model's load
+    memory_budget: int | None = None  # bytes; overrides the config's [host] memory_budget
+    # What a worker process of its own costs before any model (TensorFlow imported: about
+    # 190-250 MiB measured here), added to a process-isolated model's estimate until its
+    # load is measured.
+    worker_estimate_bytes: int = 256 << 20
+
+    def __post_init__(self) -> None:
+        if not self.poll_s > 0:
+            raise InputError(f"FleetSettings.poll_s must be positive, got {self.poll_s!r}")
+        if self.max_parallel_loads < 1:
+            raise InputError(
+                f"FleetSettings.max_parallel_loads must be at least 1, got "
+                f"{self.max_parallel_loads!r}"
+            )
+
+
+class Fleet:
+    """Serve every model of a repository, following it as it changes.
+
+    ``with Fleet("models/") as fleet: fleet.predict("ranker", {"x": x})``
+    """
+
+    def __init__(
+        self,
+        repository: str | Path,
+        *,
+        config_file: str | Path | None = None,
+        settings: FleetSettings | None = None,
+        host: Host | None = None,
+        host_settings: HostSettings | None = None,
+    ) -> None:
+        self.repository = Path(repository).absolute()
+        if not self.repository.is_dir():
+            raise NotFound(f"no model repository at {self.repository}")
+        self.settings = settings or FleetSettings()
+        self._config_file = None if config_file is None else Path(config_file).absolute()
+        self._owns_host = host is None
+        self.host = host if host is not None else Host(host_settings)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._config: FleetConfig | None = None
+        self._config_error: str | None = None
+        self._scanner: Scanner | None = None
+        self._wants: dict[str, Want] = {}
+        self._sources: dict[str, ModelConfig] = {}
+        self._on_disk: dict[str, Versions] = {}
+        self._demands: dict[tuple[str, int | None], Demand] = {}
+        self._retries: dict[tuple[str, int], Retry] = {}
+        self._loading: set[tuple[str, int]] = set()
+        self._refusals: dict[tuple[str, int], str] = {}  # why a load could not fit
+        self._load_errors: dict[str, tuple[float, TfhostError]] = {}  # the last failed load
+        self._since: dict[VersionId, float] = {}  # when each version entered its state
+        self._routes: dict[str, int | None] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self.settings.max_parallel_loads, thread_name_prefix="tfhost-fleet-load"
+        )
+        self._unsubscribe = self.host.subscribe(self._heard)
+        self._loop: threading.Thread | None = None
+
+    # -- life ----------------------------------------------------------------------
+
+    def start(self, *, wait: bool = True, timeout: float | None = None) -> Fleet:
+        """Read the repository and start following it. With ``wait``, return once every
+        wanted (non-lazy) version has settled (AVAILABLE or FAILED)."""
+        self.reload()
+        self._loop = threading.Thread(target=self._run, name="tfhost-fleet", daemon=True)
+        self._loop.start()
+        if wait:
+            self.wait_settled(timeout)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._loop is not None:
+            self._loop.join()
+        self._pool.shutdown(wait=True)
+        self._unsubscribe()
+        if self._owns_host:
+            self.host.close()
+
+    def __enter__(self) -> Fleet:
+        return self if self._loop is not None else self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def reload(self) -> None:
+        """Read the config and the repository now, and act on them (TF Serving's
+        HandleReloadConfigRequest). A bad config raises ``ConfigError`` and the last good
+        one keeps serving."""
+        self._read_config(raise_errors=True)
+        self._cycle()
+
+    @property
+    def config_error(self) -> str | None:
+        """The error of the last config read, None once a read succeeded."""
+        with self._lock:
+            return self._config_error
+
+    def wait_settled(self, timeout: float | None = None) -> None:
+        """Block until no wanted, non-lazy version is missing or loading."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._settled():
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the fleet did not settle within {timeout:g} s")
+            self._wake.set()
+            with self._changed:
+                self._changed.wait(0.05)
+
+    # -- serving ------------------------------------------------------------------------
+
+    def acquire(self, name: str, version: int | None = None, label: str | None = None) -> Handle:
+        """A handle on ``name`` (at ``version``, or the version ``label`` points to); a
+        model that is lazy or was evicted is loaded first."""
+        if version is not None and label is not None:
+            raise InputError(f"model {name!r}: give a version or a label, not both")
+        if label is not None:
+            version = self._resolve_label(name, label)
+        try:
+            return self.host.acquire(name, version)
+        except NotFound as exc:  # not loaded: lazy, or evicted
+            if not self._wanted(name, version):
+                raise
+            first: TfhostError = exc
+        except Unavailable as exc:  # loading: wait for it; failed: say so now
+            if not self._loading_now(name, version):
+                raise
+            first = exc
+        return self._on_demand(name, version, first)
+
+    def predict(
+        self,
+        name: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = DEFAULT_SIGNATURE,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        with self.acquire(name, version, label) as handle:
+            return handle.predict(inputs, signature=signature, timeout=timeout, deadline=deadline)
+
+    def models(self) -> list[ModelInfo]:
+        return self.host.models()
+
+    def labels(self, name: str) -> dict[str, int]:
+        with self._lock:
+            want = self._wants.get(name)
+            return {} if want is None else dict(want.labels)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._read_config(raise_errors=False)
+                self._cycle()
+            except Exception:  # the loop must outlive any one cycle's surprise
+                _log.exception("fleet cycle failed; trying again next poll")
+
+    def _read_config(self, *, raise_errors: bool) -> None:
+        try:
+            config = read_config(self.repository, self._config_file)
+        except ConfigError as exc:
+            with self._lock:
+                changed = self._config_error != str(exc)
+                self._config_error = str(exc)
+                keep = self._config is not None
+            if changed:
+                _log.error("config: %s%s", exc, "; the last good config keeps serving" * keep)
+            if raise_errors or not keep:
+                raise
+            return
+        with self._lock:
+            if self._scanner is None:  # what is there at start-up is served
+                self._scanner = Scanner(config, trust_first_scan=True)
+            elif self._config != config:
+                self._scanner.update(config)
+            self._config = config
+            self._config_error = None
+
+    def _cycle(self) -> None:
+        with self._lock:
+            config, scanner = self._config, self._scanner
+        if config is None or scanner is None:
+            return
+        on_disk = scanner.scan()
+        wants = {
+            name: Want(
+                model=name,
+                versions=model.version_policy.choose(on_disk[name].ready)
+                if name in on_disk
+                else frozenset(),
+                labels=dict(model.labels),
+                lazy=model.lazy,
+                pinned=model.pinned,
+                estimate_bytes=_estimates(
+                    on_disk.get(name),
+                    self.settings.worker_estimate_bytes
+                    if model.isolation == "process" and model.group is None
+                    else 0,
+                ),
+            )
+            for name, model in config.models.items()
+        }
+        budget = self.settings.memory_budget or config.memory_budget
+        with self._lock:
+            self._wants, self._sources, self._on_disk = wants, dict(config.models), on_disk
+            demands = list(self._demands.values())
+            retries = dict(self._retries)
+            loading = set(self._loading)
+            routes = dict(self._routes)
+        snapshot = self.host.models()
+        actions = plan(
+            wants,
+            snapshot,
+            routes=routes,
+            demands=demands,
+            retries=retries,
+            budget=budget,
+            now=time.monotonic(),
+            backoff_s=self.settings.retry_backoff_s,
+            max_retries=self.settings.max_retries,
+            in_use_by_pipelines=frozenset(),
+        )
+        for action in actions:
+            if isinstance(action, Load):
+                if (action.model, action.version) not in loading:
+                    self._start_load(action)
+            elif isinstance(action, Route):
+                self.host.route(action.model, action.version)
+                with self._lock:
+                    self._routes[action.model] = action.version
+                _log.info("route %s -> %s (%s)", action.model, action.version, action.reason)
+            elif isinstance(action, (Unload, Evict)):
+                self._unload(action.model, action.version, action.reason)
+            elif isinstance(action, Refuse):
+                self._refuse(action)
+
+    def _start_load(self, action: Load) -> None:
+        key = (action.model, action.version)
+        with self._lock:
+            source = self._sources.get(action.model)
+            versions = self._on_disk.get(action.model)
+            if source is None or versions is None or action.version not in versions.on_disk:
+                return
+            self._loading.add(key)
+            path = versions.on_disk[action.version]
+        _log.info("load %s:%d (%s)", action.model, action.version, action.reason)
+        self._pool.submit(self._load, source, action.version, path)
+
+    def _load(self, source: ModelConfig, version: int, path: Path) -> None:
+        key = (source.name, version)
+        try:
+            # ``path`` is the version's own folder (or file): loaded as given, as ``version``.
+            self.host.load(
+                source.name,
+                path,
+                version=version,
+                custom_objects=source.resolve_custom_objects(),
+                preload=source.preload,
+                isolation=source.isolation,
+                group=source.group,
+                worker=source.worker,
+                **source.format_options,
+            )
+        except TfhostError as exc:
+            with self._lock:
+                previous = self._retries.get(key)
+                failures = 1 if previous is None else previous.failures + 1
+                self._retries[key] = Retry(failures, time.monotonic())
+                # The requests waiting on this load hear its error; later ones ask again.
+                self._load_errors[source.name] = (time.monotonic(), exc)
+                self._demands = {k: d for k, d in self._demands.items() if d.model != source.name}
+            _log.error("load %s:%d failed (try %d): %s", source.name, version, failures, exc)
+        else:
+            with self._lock:
+                self._retries.pop(key, None)
+                self._demands = {k: d for k, d in self._demands.items() if d.model != source.name}
+        finally:
+            with self._lock:
+                self._loading.discard(key)
+                self._changed.notify_all()
+            self._wake.set()
+
+    def _unload(self, model: str, version: int, reason: str) -> None:
+        _log.info("unload %s:%d (%s)", model, version, reason)
+        try:
+            self.host.unload(model, version, timeout=self.host.settings.drain_timeout_s)
+        except NotFound:
+            pass
+        except TfhostError as exc:
+            _log.warning("unload %s:%d: %s", model, version, exc)
+
+    def _refuse(self, action: Refuse) -> None:
+        with self._lock:
+            if self._refusals.get((action.model, action.version)) != action.error:
+                _log.error("load %s:%d refused: %s", action.model, action.version, action.error)
+            refused = [k for k, d in self._demands.items() if d.model == action.model]
+            for key in refused:
+                del self._demands[key]
+            self._refusals[(action.model, action.version)] = action.error
+            self._changed.notify_all()
+
+    # -- on demand ----------------------------------------------------------------------
+
+    def _on_demand(self, name: str, version: int | None, first: TfhostError) -> Handle:
+        asked = time.monotonic()
+        deadline = asked + self.settings.demand_timeout_s
+        with self._lock:
+            self._demands[(name, version)] = Demand(name, version)
+        self._wake.set()
+        while True:
+            try:
+                return self.host.acquire(name, version)
+            except (NotFound, Unavailable):
+                pass
+            with self._lock:
+                refused = self._refused(name, version)
+                if refused is not None:
+                    raise ResourceExhausted(refused)
+                failed = self._load_errors.get(name)
+                if failed is not None and failed[0] >= asked:
+                    raise failed[1]
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"model {name!r}: not loaded within "
+                        f"{self.settings.demand_timeout_s:g} s of the request ({first})"
+                    )
+                self._changed.wait(0.05)
+
+    def _refused(self, name: str, version: int | None) -> str | None:
+        for (model, number), error in self._refusals.items():
+            if model == name and (version is None or version == number):
+                return error
+        return None
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _heard(self, event: Event) -> None:
+        with self._lock:
+            if event.state is State.AVAILABLE:
+                self._refusals.pop((event.id.model, event.id.version), None)
+            since = self._since.pop(event.id, None)
+            if event.state is not State.END:
+                self._since[event.id] = event.time
+            self._changed.notify_all()
+        took = "" if since is None else f" after {event.time - since:.2f} s"
+        memory = ""
+        if event.state is State.AVAILABLE:
+            with contextlib.suppress(NotFound):  # gone again already
+                (info,) = self.host.status(event.id.model, event.id.version)
+                if info.memory_bytes is not None:
+                    memory = f", {info.memory_bytes / 2**20:.0f} MiB"
+        error = f": {event.error}" if event.error is not None else ""
+        _log.info(
+            "%s: %s -> %s%s%s%s",
+            event.id,
+            event.previous.value,
+            event.state.value,
+            took,
+            memory,
+            error,
+        )
+        if event.state in (State.AVAILABLE, State.FAILED, State.END):
+            self._wake.set()
+
+    def _settled(self) -> bool:
+        with self._lock:
+            wants = dict(self._wants)
+            loading = bool(self._loading)
+            refused = set(self._refusals)
+        if loading:
+            return False
+        states = {(m.name, m.version): m.state for m in self.host.models()}
+        for want in wants.values():
+            if want.lazy:
+                continue
+            for version in want.versions:
+                if (want.model, version) in refused:
+                    continue  # it cannot fit: settled as far as waiting goes
+                if states.get((want.model, version)) not in (State.AVAILABLE, State.FAILED):
+                    return False
+        return True
+
+    def _wanted(self, name: str, version: int | None) -> bool:
+        with self._lock:
+            want = self._wants.get(name)
+        return want is not None and (version is None or version in want.versions)
+
+    def _loading_now(self, name: str, version: int | None) -> bool:
+        with self._lock:
+            if any(m == name and (version is None or v == version) for m, v in self._loading):
+                return True
+        return any(
+            m.name == name and (version is None or m.version == version)
+            for m in self.host.models()
+            if m.state is State.LOADING
+        )
+
+    def _resolve_label(self, name: str, label: str) -> int:
+        with self._lock:
+            want = self._wants.get(name)
+        if want is None:
+            raise NotFound(f"model {name!r} is not in the repository")
+        version = want.labels.get(label)
+        if version is None:
+            raise NotFound(
+                f"model {name!r} has no label {label!r}; its labels: {sorted(want.labels)}"
+            )
+        return version
+
+
+def _estimates(versions: Versions | None, overhead: int) -> dict[int, int]:
+    """Each version's estimated memory before it loads: its size on disk, plus
+    ``overhead`` (a worker process of its own)."""
+    if versions is None:
+        return {}
+    sizes = {}
+    for number, path in versions.on_disk.items():
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        with contextlib.suppress(OSError):  # removed while we looked: the next scan knows
+            sizes[number] = overhead + sum(p.stat().st_size for p in files)
+    return sizes
