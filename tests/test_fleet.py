@@ -237,3 +237,17 @@ def test_nothing_to_evict_is_resource_exhausted(tmp_path: Path, artifacts: Artif
             fleet.predict("b", {"x": SAMPLE_X})
         assert "budget" in str(caught.value)
         assert isinstance(caught.value, TfhostError)
+
+
+def test_start_shows_each_model_live(repo: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=False)
+    with Fleet(repo, settings=FAST).start(timeout=120, progress=console):
+        pass
+    shown = out.getvalue()
+    for expected in ("model", "state", "memory MiB", "m", "k", "available"):
+        assert expected in shown

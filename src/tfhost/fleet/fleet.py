@@ -38,10 +38,12 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
 from tfhost.errors import InputError, NotFound, ResourceExhausted, TfhostError, Unavailable
 from tfhost.fleet.config import ConfigError, FleetConfig, ModelConfig, read_config
 from tfhost.fleet.policy import Demand, Evict, Load, Refuse, Retry, Route, Unload, Want, plan
+from tfhost.fleet.progress import live
 from tfhost.fleet.repository import Scanner, Versions
 from tfhost.host import Handle, Host, ModelInfo
 from tfhost.settings import HostSettings
@@ -123,14 +125,19 @@ class Fleet:
 
     # -- life ----------------------------------------------------------------------
 
-    def start(self, *, wait: bool = True, timeout: float | None = None) -> Fleet:
+    def start(
+        self, *, wait: bool = True, timeout: float | None = None, progress: Console | None = None
+    ) -> Fleet:
         """Read the repository and start following it. With ``wait``, return once every
-        wanted (non-lazy) version has settled (AVAILABLE or FAILED)."""
-        self.reload()
-        self._loop = threading.Thread(target=self._run, name="tfhost-fleet", daemon=True)
-        self._loop.start()
-        if wait:
-            self.wait_settled(timeout)
+        wanted (non-lazy) version has settled (AVAILABLE or FAILED); with ``progress``,
+        show the models' states live on that console meanwhile."""
+        view = contextlib.nullcontext() if progress is None else live(self.models, progress)
+        with view:
+            self.reload()
+            self._loop = threading.Thread(target=self._run, name="tfhost-fleet", daemon=True)
+            self._loop.start()
+            if wait:
+                self.wait_settled(timeout)
         return self
 
     def close(self) -> None:
