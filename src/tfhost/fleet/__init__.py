@@ -2,7 +2,8 @@
 
 ``config`` reads what should be served (``tfhost.toml`` or TensorFlow Serving's
 ``models.config``), ``repository`` reads what is on disk, poll after poll. Both are pure:
-they read files and load nothing. Nothing here imports TensorFlow.
+they read files and load nothing. ``pipeline`` runs a model made of steps over the steps'
+own handles. Nothing here imports TensorFlow.
 """
 
 from tfhost.fleet.config import (
@@ -15,6 +16,7 @@ from tfhost.fleet.config import (
     read_config,
 )
 from tfhost.fleet.fleet import Fleet, FleetSettings
+from tfhost.fleet.pipeline import PipelineHandle
 from tfhost.fleet.repository import Scanner, Versions
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "FleetSettings",
     "ModelConfig",
     "PipelineConfig",
+    "PipelineHandle",
     "Scanner",
     "VersionPolicy",
     "Versions",

@@ -10,8 +10,8 @@ so loading never starves serving.
 
 Thread safety: every public method may be called from any thread. ``_lock`` guards
 ``_wants``, ``_sources``, ``_on_disk``, ``_demands``, ``_retries``, ``_loading``,
-``_refusals``, ``_load_errors``, ``_routes``, ``_since``, ``_config``, ``_scanner`` and
-``_config_error``.
+``_refusals``, ``_load_errors``, ``_routes``, ``_since``, ``_config``, ``_scanner``,
+``_config_error``, ``_kept`` and ``_wiring``.
 The Host has its own lock; the fleet never holds ``_lock`` while it calls the Host.
 
 Guarantees:
@@ -22,12 +22,19 @@ Guarantees:
    (``config_error``), and the last good config keeps serving.
 3. A failed load is retried with bounded backoff, its error visible in ``models()``.
 4. A request for a lazy or evicted model loads it; concurrent requests wait on one load.
+5. A pipeline (``[pipelines.NAME]``, see ``pipeline``) is served like a model: ``acquire``
+   takes a handle on each of its steps (loading lazy ones), ``predict`` runs them in order.
+   The models that configured pipelines use are never evicted, and one whose versions
+   leave the repository while a configured pipeline names it is not unloaded: an error
+   naming the pipelines is logged, and the versions it has loaded keep serving until no
+   configured pipeline names it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -41,7 +48,8 @@ import numpy as np
 from rich.console import Console
 
 from tfhost.errors import InputError, NotFound, ResourceExhausted, TfhostError, Unavailable
-from tfhost.fleet.config import ConfigError, FleetConfig, ModelConfig, read_config
+from tfhost.fleet.config import ConfigError, FleetConfig, ModelConfig, PipelineConfig, read_config
+from tfhost.fleet.pipeline import PipelineHandle, open_pipeline, wire
 from tfhost.fleet.policy import Demand, Evict, Load, Refuse, Retry, Route, Unload, Want, plan
 from tfhost.fleet.progress import live
 from tfhost.fleet.repository import Scanner, Versions
@@ -117,6 +125,10 @@ class Fleet:
         self._load_errors: dict[str, tuple[float, TfhostError]] = {}  # the last failed load
         self._since: dict[VersionId, float] = {}  # when each version entered its state
         self._routes: dict[str, int | None] = {}
+        # Models kept for the pipelines that use them after their versions left the
+        # repository: model -> the versions kept (logged once per change).
+        self._kept: dict[str, frozenset[int]] = {}
+        self._wiring: dict[str, str | None] = {}  # pipeline -> its wiring error, last logged
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self.settings.max_parallel_loads, thread_name_prefix="tfhost-fleet-load"
         )
@@ -185,9 +197,33 @@ class Fleet:
 
     # -- serving ------------------------------------------------------------------------
 
-    def acquire(self, name: str, version: int | None = None, label: str | None = None) -> Handle:
+    def acquire(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> Handle | PipelineHandle:
         """A handle on ``name`` (at ``version``, or the version ``label`` points to); a
-        model that is lazy or was evicted is loaded first."""
+        model that is lazy or was evicted is loaded first. For a pipeline, a handle on
+        every one of its steps (the versions their requests reach; a pipeline has no
+        versions or labels of its own)."""
+        with self._lock:
+            pipeline = None if self._config is None else self._config.pipelines.get(name)
+            source = None if self._config is None else self._config.source
+        if pipeline is None:
+            return self._acquire_model(name, version, label)
+        if version is not None or label is not None:
+            raise InputError(
+                f"pipeline {name!r} has no versions or labels of its own; its steps "
+                f"{list(pipeline.steps)} serve the versions their own requests reach"
+            )
+        return open_pipeline(
+            pipeline,
+            self._acquire_model,
+            request_timeout_s=self.host.settings.request_timeout_s,
+            file=source,
+        )
+
+    def _acquire_model(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> Handle:
         if version is not None and label is not None:
             raise InputError(f"model {name!r}: give a version or a label, not both")
         if label is not None:
@@ -220,6 +256,22 @@ class Fleet:
 
     def models(self) -> list[ModelInfo]:
         return self.host.models()
+
+    def pipelines(self) -> dict[str, PipelineConfig]:
+        """The pipelines of the config in force, by name."""
+        with self._lock:
+            return {} if self._config is None else dict(self._config.pipelines)
+
+    def metadata(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> dict[str, Any]:
+        """``Host.metadata`` of a model (by version or label), or a pipeline's: its
+        signature and, under ``"pipeline"``, each step's model, version and feeds. Loads
+        what is lazy, as a request would."""
+        with self.acquire(name, version, label) as handle:
+            if isinstance(handle, PipelineHandle):
+                return handle.metadata()
+            return self.host.metadata(name, handle.id.version)
 
     def labels(self, name: str) -> dict[str, int]:
         with self._lock:
@@ -287,12 +339,14 @@ class Fleet:
         }
         budget = self.settings.memory_budget or config.memory_budget
         with self._lock:
-            self._wants, self._sources, self._on_disk = wants, dict(config.models), on_disk
             demands = list(self._demands.values())
             retries = dict(self._retries)
             loading = set(self._loading)
             routes = dict(self._routes)
-        snapshot = self.host.models()
+        snapshot = self.host.models()  # after ``loading``: a load done meanwhile is in it
+        piped = self._keep_for_pipelines(config, wants, snapshot)
+        with self._lock:
+            self._wants, self._sources, self._on_disk = wants, dict(config.models), on_disk
         actions = plan(
             wants,
             snapshot,
@@ -303,7 +357,7 @@ class Fleet:
             now=time.monotonic(),
             backoff_s=self.settings.retry_backoff_s,
             max_retries=self.settings.max_retries,
-            in_use_by_pipelines=frozenset(),
+            in_use_by_pipelines=piped,
         )
         for action in actions:
             if isinstance(action, Load):
@@ -318,6 +372,84 @@ class Fleet:
                 self._unload(action.model, action.version, action.reason)
             elif isinstance(action, Refuse):
                 self._refuse(action)
+        self._check_wiring(config, snapshot, routes)
+
+    def _keep_for_pipelines(
+        self, config: FleetConfig, wants: dict[str, Want], snapshot: list[ModelInfo]
+    ) -> frozenset[str]:
+        """The models configured pipelines use. One of them whose ``Want`` lost every
+        version (its versions left the repository) stays wanted with the versions it has
+        loaded or loading now, so a pipeline that needs it never loses it (guarantee 5);
+        ``wants`` is changed in place."""
+        users: dict[str, list[str]] = {}
+        for pipeline in config.pipelines.values():
+            for step in pipeline.steps:
+                users.setdefault(step, []).append(pipeline.name)
+        kept: dict[str, frozenset[int]] = {}
+        for name in users:
+            want = wants.get(name)
+            if want is None or want.versions:
+                continue
+            loaded = frozenset(
+                m.version
+                for m in snapshot
+                if m.name == name and m.state in (State.LOADING, State.AVAILABLE)
+            )
+            if loaded:
+                kept[name] = loaded
+                wants[name] = dataclasses.replace(want, versions=loaded)
+        with self._lock:
+            before, self._kept = self._kept, kept
+        for name, versions in sorted(kept.items()):
+            if before.get(name) != versions:
+                _log.error(
+                    "model %s has no version in the repository any more, but pipeline(s) %s "
+                    "use it: it is not unloaded; version(s) %s keep serving until no "
+                    "configured pipeline names it",
+                    name,
+                    ", ".join(sorted(users[name])),
+                    ", ".join(str(v) for v in sorted(versions)),
+                )
+        for name in sorted(set(before) - set(kept)):
+            _log.info("model %s is no longer kept for pipelines", name)
+        return frozenset(users)
+
+    def _check_wiring(
+        self, config: FleetConfig, snapshot: list[ModelInfo], routes: Mapping[str, int | None]
+    ) -> None:
+        """Log, once per change, what is wrong with a pipeline's wiring as soon as all its
+        steps are AVAILABLE (their signatures are known only then); a request for it
+        raises the same error."""
+        serving: dict[str, ModelInfo] = {}
+        for info in snapshot:  # what a request reaches: the routed version, else the highest
+            if info.state is not State.AVAILABLE:
+                continue
+            routed = routes.get(info.name)
+            if routed is not None:
+                if info.version == routed:
+                    serving[info.name] = info
+            elif info.name not in serving or serving[info.name].version < info.version:
+                serving[info.name] = info
+        found: dict[str, str | None] = {}
+        for name, pipeline in config.pipelines.items():
+            if not all(step in serving for step in pipeline.steps):
+                continue
+            signatures = [serving[s].signatures.get(DEFAULT_SIGNATURE) for s in pipeline.steps]
+            try:
+                wire(pipeline, signatures, file=config.source)
+            except ConfigError as exc:
+                found[name] = str(exc)
+            else:
+                found[name] = None
+        with self._lock:
+            before = self._wiring
+            self._wiring = {**{k: v for k, v in before.items() if k in config.pipelines}, **found}
+        for name, error in sorted(found.items()):
+            if error is not None and before.get(name) != error:
+                _log.error("pipeline %s cannot run: %s", name, error)
+            elif error is None and before.get(name, "") is not None:
+                steps = config.pipelines[name].steps
+                _log.info("pipeline %s: %s", name, " -> ".join(steps))
 
     def _start_load(self, action: Load) -> None:
         key = (action.model, action.version)
