@@ -631,3 +631,35 @@ sys.exit(1 if errors else 0)
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
         )
         assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+
+
+# -- loads at a lower CPU priority ------------------------------------------------------------
+
+
+def _niceness(pid: int) -> set[int]:
+    return {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.parametrize("load_nice", [10, 0])
+def test_a_worker_loads_at_a_lower_priority_and_serves_at_its_own(
+    artifacts: ArtifactMap, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_nice: int
+) -> None:
+    probe = tmp_path / "nice"
+    monkeypatch.setenv("TFHOST_NICE_PROBE", str(probe))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with Host() as host:
+        host.load(
+            "m",
+            artifacts[TF2, 1.0],
+            isolation="process",
+            preload=["nice_probe"],
+            worker=WorkerSettings(load_nice=load_nice),
+        )
+        assert int(probe.read_text()) == base + load_nice  # the load ran at that priority
+        assert _niceness(pid_of(host, "m")) == {base}  # every thread serves at the host's
+        np.testing.assert_allclose(
+            host.predict("m", {"x": SAMPLE_X})["y"], expected_y(SAMPLE_X, 1.0), rtol=1e-6
+        )
+    with pytest.raises(InputError, match="load_nice must be 0 to 19"):
+        WorkerSettings(load_nice=20)

@@ -45,6 +45,10 @@ class WorkerSettings:
     # model. 0 turns polling off.
     spin_us: int = 500
     # Bounded restarts of a worker that died, with exponential backoff between tries.
+    # How much lower (a ``nice`` increment) a worker's start and loads run than its
+    # serving, so loading a model does not take the cores of the models already serving
+    # (bench/fleet.py). 0 loads at the serving priority.
+    load_nice: int = 10
     max_restarts: int = 3
     restart_backoff_s: float = 0.5
     # A worker that served this long before it died starts a fresh count of restarts:
@@ -61,8 +65,12 @@ class WorkerSettings:
             )
         for name in ("intra_op_threads", "inter_op_threads", "gpu_memory_limit_mib"):
             _non_negative_int(owner, name, getattr(self, name), optional=True)
-        for name in ("spin_us", "max_restarts"):
+        for name in ("spin_us", "max_restarts", "load_nice"):
             _non_negative_int(owner, name, getattr(self, name), optional=False)
+        if self.load_nice > 19:
+            raise InputError(
+                f"{owner}.load_nice must be 0 to 19 (a nice increment), got {self.load_nice}"
+            )
         if self.gpu_memory_limit_mib == 0:
             raise InputError(f"{owner}.gpu_memory_limit_mib must be at least 1 MiB, got 0")
         if self.cuda_visible_devices is not None and not isinstance(self.cuda_visible_devices, str):
