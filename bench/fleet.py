@@ -8,7 +8,7 @@ Prints (issue "fleet"):
    one start costs, times N, over the cores);
 2. the p99 latency of a steady model's requests while a ~200 MiB model loads, and while
    it is hot-swapped to a new version, against its steady p99 (goal <= 1.5x);
-3. the host's memory (its process tree's USS) after the fleet evicts process-isolated
+3. the host's memory (its process tree's PSS) after the fleet evicts process-isolated
    models, against before they loaded (goal: within 5 %).
 """
 
@@ -64,12 +64,14 @@ def place(source: Path, repo: Path, model: str, version: int) -> None:
     aside.rename(repo / model / str(version))
 
 
-def tree_uss() -> int:
+def tree_pss() -> int:
+    """This process and its workers: the sum of their PSS. (USS is not additive here: the
+    host's TensorFlow libraries count as its own until a worker maps them too.)"""
     me = psutil.Process()
     total = 0
     for process in [me, *me.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):  # it ended meanwhile
-            total += process.memory_full_info().uss
+            total += process.memory_full_info().pss
     return total
 
 
@@ -166,33 +168,32 @@ def p99_during_loads(root: Path, big_mib: int) -> None:
 def memory_after_eviction(root: Path, count: int) -> None:
     small = write_example(root / "evict-src", Format.TF2_SAVED_MODEL, 1.0)
     repo = root / "repo-memory"
-    for i in range(count):
+    for i in range(count + 1):
         (repo / f"e{i}").mkdir(parents=True)
         shutil.copytree(small, repo / f"e{i}" / "1")
-    (repo / "tfhost.toml").write_text('[host]\nisolation = "process"\nlazy = true\n')
+    config = '[host]\nisolation = "process"\nlazy = true\n'
+    (repo / "tfhost.toml").write_text(config)
     with Fleet(repo, settings=FleetSettings(poll_s=0.2)) as fleet:
-        before = tree_uss()
+        before = tree_pss()
         for i in range(count):
             fleet.predict(f"e{i}", {"x": SAMPLE_X})
-        loaded = tree_uss()
-        # A budget with room for one worker: a request evicts every other idle model.
-        (repo / "tfhost.toml").write_text(
-            f'[host]\nisolation = "process"\nlazy = true\nmemory_budget = {300 << 20}\n'
-        )
+        loaded = tree_pss()
+        # Room for one worker: a request for one more model evicts all the others.
+        (repo / "tfhost.toml").write_text(f"{config}memory_budget = {300 << 20}\n")
         fleet.reload()
-        fleet.predict("e0", {"x": SAMPLE_X})
+        fleet.predict(f"e{count}", {"x": SAMPLE_X})
         fleet.wait_settled(60)
-        left = [m for m in fleet.models() if m.state.value == "available"]
-        # ``before`` had no worker; one is allowed to stay: compare without it.
-        one_worker = next((m.memory_bytes or 0 for m in left), 0)
-        after = tree_uss() - one_worker
+        evicted = [m.name for m in fleet.models()] == [f"e{count}"]
+        fleet.host.unload(f"e{count}")  # and the one loaded in their place
+        after = tree_pss()
     mib = 2**20
-    grown = (after - before) / before
-    print(f"3. host + workers USS, {count} process-isolated models, then evicted to one")
-    print(f"   before {before / mib:7.0f} MiB   loaded {loaded / mib:7.0f} MiB")
+    change = (after - before) / before
+    verdict = "met" if abs(change) <= GOAL_MEMORY and evicted else "NOT met"
+    print(f"3. host + workers (PSS): {count} process-isolated models, evicted for one more")
+    print(f"   before they loaded {before / mib:6.0f} MiB   loaded {loaded / mib:6.0f} MiB")
     print(
-        f"   after eviction, less the one worker kept: {after / mib:7.0f} MiB ({grown:+.1%})   "
-        f"goal within {GOAL_MEMORY:.0%}: {'met' if abs(grown) <= GOAL_MEMORY else 'NOT met'}"
+        f"   after eviction     {after / mib:6.0f} MiB ({change:+.1%})   goal within "
+        f"{GOAL_MEMORY:.0%}: {verdict}{'' if evicted else ' (not all were evicted)'}"
     )
 
 
