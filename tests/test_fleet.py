@@ -251,3 +251,44 @@ def test_start_shows_each_model_live(repo: Path) -> None:
     shown = out.getvalue()
     for expected in ("model", "state", "memory MiB", "m", "k", "available"):
         assert expected in shown
+
+
+def test_a_label_moves_only_once_its_version_is_available(repo: Path) -> None:
+    """TF Serving's rule: until the version a label now names is AVAILABLE, the label
+    keeps serving its last version (here the new one is corrupt, so it never is)."""
+    labels = '[models.m]\nversion_policy = "all"\nlabels = {{ canary = {} }}\n'
+    (repo / "tfhost.toml").write_text(labels.format(2))
+    with Fleet(repo, settings=FAST).start(timeout=120) as fleet:
+        assert scale_of(fleet.predict("m", {"x": SAMPLE_X}, label="canary")) == 2.0
+        bad = repo / "m" / ".incoming"
+        bad.mkdir()
+        (bad / "saved_model.pb").write_bytes(b"not a protobuf")
+        bad.rename(repo / "m" / "3")
+        (repo / "tfhost.toml").write_text(labels.format(3))
+        wait_until(lambda: versions(fleet, "m", State.FAILED) == [3], 30, "v3 FAILED")
+        assert fleet.labels("m") == {"canary": 3}
+        assert scale_of(fleet.predict("m", {"x": SAMPLE_X}, label="canary")) == 2.0
+    loose = FleetSettings(poll_s=0.1, retry_backoff_s=0.2, labels_for_unavailable=True)
+    with (
+        Fleet(repo, settings=loose).start(timeout=120) as fleet,
+        pytest.raises(TfhostError),  # it points at v3 as asked, and v3 cannot serve
+    ):
+        fleet.predict("m", {"x": SAMPLE_X}, label="canary")
+
+
+def test_tf_servings_own_models_config(repo: Path) -> None:
+    (repo / "models.config").write_text(
+        "model_config_list {\n"
+        "  config {\n"
+        '    name: "m"\n'
+        '    base_path: "m"\n'
+        '    model_platform: "tensorflow"\n'
+        "    model_version_policy { specific { versions: 1 } }\n"
+        "  }\n"
+        "}\n"
+    )
+    with Fleet(repo, settings=FAST).start(timeout=120) as fleet:
+        assert versions(fleet, "m") == [1]
+        assert scale_of(fleet.predict("m", {"x": SAMPLE_X})) == 1.0
+        with pytest.raises(NotFound):  # only the models it lists are models
+            fleet.predict("k", {"x": SAMPLE_X})

@@ -10,7 +10,7 @@ so loading never starves serving.
 
 Thread safety: every public method may be called from any thread. ``_lock`` guards
 ``_wants``, ``_sources``, ``_on_disk``, ``_demands``, ``_retries``, ``_loading``,
-``_refusals``, ``_load_errors``, ``_routes``, ``_since``, ``_config``, ``_scanner``,
+``_refusals``, ``_labels``, ``_load_errors``, ``_routes``, ``_since``, ``_config``, ``_scanner``,
 ``_config_error``, ``_kept`` and ``_wiring``.
 The Host has its own lock; the fleet never holds ``_lock`` while it calls the Host.
 
@@ -70,6 +70,9 @@ class FleetSettings:
     retry_backoff_s: float = 1.0
     max_retries: int = 5
     demand_timeout_s: float = 120.0  # how long a request waits for a lazy model's load
+    # TF Serving's --allow_version_labels_for_unavailable_models: a label may point at a
+    # version still loading (its requests then fail until it is AVAILABLE).
+    labels_for_unavailable: bool = False
     memory_budget: int | None = None  # bytes; overrides the config's [host] memory_budget
     # What a worker process of its own costs before any model (TensorFlow imported: about
     # 190-250 MiB measured here), added to a process-isolated model's estimate until its
@@ -122,6 +125,7 @@ class Fleet:
         self._retries: dict[tuple[str, int], Retry] = {}
         self._loading: set[tuple[str, int]] = set()
         self._refusals: dict[tuple[str, int], str] = {}  # why a load could not fit
+        self._labels: dict[tuple[str, str], int] = {}  # (model, label) -> version it serves
         self._load_errors: dict[str, tuple[float, TfhostError]] = {}  # the last failed load
         self._since: dict[VersionId, float] = {}  # when each version entered its state
         self._routes: dict[str, int | None] = {}
@@ -613,16 +617,34 @@ class Fleet:
         )
 
     def _resolve_label(self, name: str, label: str) -> int:
+        """The version ``label`` points to. TF Serving's rule: a label moves to a version
+        only once that version is AVAILABLE (until then it keeps its last one), unless
+        ``FleetSettings.labels_for_unavailable`` lets it point at a version still loading."""
         with self._lock:
             want = self._wants.get(name)
-        if want is None:
-            raise NotFound(f"model {name!r} is not in the repository")
-        version = want.labels.get(label)
-        if version is None:
-            raise NotFound(
-                f"model {name!r} has no label {label!r}; its labels: {sorted(want.labels)}"
-            )
-        return version
+            if want is None:
+                raise NotFound(f"model {name!r} is not in the repository")
+            target = want.labels.get(label)
+            if target is None:
+                raise NotFound(
+                    f"model {name!r} has no label {label!r}; its labels: {sorted(want.labels)}"
+                )
+            held = self._labels.get((name, label))
+        if self.settings.labels_for_unavailable:
+            return target
+        available = {
+            m.version for m in self.host.models() if m.name == name and m.state is State.AVAILABLE
+        }
+        if target in available:
+            with self._lock:
+                self._labels[(name, label)] = target
+            return target
+        if held is not None and held in available:
+            return held  # the label's last version serves until the new one is AVAILABLE
+        raise Unavailable(
+            f"model {name!r}: label {label!r} points to version {target}, which is not "
+            f"available yet"
+        )
 
 
 def _estimates(versions: Versions | None, overhead: int) -> dict[int, int]:
