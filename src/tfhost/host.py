@@ -351,6 +351,7 @@ class Host:
         group: str | None = None,
         worker: WorkerSettings | None = None,
         prepare: Prepare | None = None,
+        warmup: bool = True,
         **format_options: Any,
     ) -> ModelInfo:
         """Load the artifact at ``path`` as ``name``; return once it is AVAILABLE.
@@ -359,7 +360,9 @@ class Host:
         ``HostSettings.worker``); the models of one ``group`` share one worker and so
         must agree on it. ``prepare(handle)`` runs once the servable is open and before
         it is published AVAILABLE (a warm-up, a check), and again after every restart;
-        if it raises, the load fails with its error.
+        if it raises, the load fails with its error. A SavedModel's own warm-up requests
+        (TF Serving's ``assets.extra/tf_serving_warmup_requests``) are replayed before
+        that, unless ``warmup=False``.
 
         Raises the load's error (FormatError, LoadError, ...) after recording the
         version as FAILED; every other model keeps serving.
@@ -373,7 +376,9 @@ class Host:
             )
         if group is not None and not isinstance(group, str):
             raise InputError(f"model {name!r}: group= takes a name, got {group!r}")
-        options = LoadOptions(dict(custom_objects or {}), tuple(preload), dict(format_options))
+        options = LoadOptions(
+            dict(custom_objects or {}), tuple(preload), dict(format_options), bool(warmup)
+        )
         path = Path(path)
         if not path.exists():
             raise NotFound(f"model {name!r}: no artifact at {path}")

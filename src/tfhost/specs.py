@@ -88,3 +88,5 @@ class LoadOptions:
     custom_objects: Mapping[str, Any] = field(default_factory=dict)
     preload: tuple[str, ...] = ()
     format_options: Mapping[str, Any] = field(default_factory=dict)
+    # Replay TF Serving's assets.extra/tf_serving_warmup_requests, when there, before serving.
+    warmup: bool = True

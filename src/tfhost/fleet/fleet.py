@@ -480,6 +480,7 @@ class Fleet:
                 isolation=source.isolation,
                 group=source.group,
                 worker=source.worker,
+                warmup=source.warmup,
                 **source.format_options,
             )
         except TfhostError as exc:

@@ -28,8 +28,23 @@ def loading_lock() -> threading.RLock:
 
 
 def load(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
-    """Open ``artifact`` the way its format needs. Raises FormatError or LoadError, and
-    InputError for a format option the format does not take (formats/options.py)."""
+    """Open ``artifact`` the way its format needs, and replay its warm-up requests (TF
+    Serving's ``assets.extra``) unless ``options.warmup`` is off. Raises FormatError or
+    LoadError, and InputError for a format option the format does not take
+    (formats/options.py)."""
+    servable = _open(name, artifact, options)
+    if options.warmup and artifact.path.is_dir():
+        from tfhost.formats.warmup import warm_up
+
+        try:
+            warm_up(name, artifact.path, servable)
+        except BaseException:
+            servable.close()
+            raise
+    return servable
+
+
+def _open(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
     extra = checked(name, artifact.format, options.format_options)
     import_tensorflow()
     from tfhost.formats.common import preload
