@@ -113,6 +113,7 @@ class Fleet:
         self.host = host if host is not None else Host(host_settings)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self._cycling = threading.Lock()  # held through a whole cycle
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._config: FleetConfig | None = None
@@ -318,6 +319,11 @@ class Fleet:
             self._config_error = None
 
     def _cycle(self) -> None:
+        # One cycle at a time: the loop's and a caller's reload() would plan the same loads.
+        with self._cycling:
+            self._cycle_once()
+
+    def _cycle_once(self) -> None:
         with self._lock:
             config, scanner = self._config, self._scanner
         if config is None or scanner is None:
@@ -461,6 +467,8 @@ class Fleet:
             source = self._sources.get(action.model)
             versions = self._on_disk.get(action.model)
             if source is None or versions is None or action.version not in versions.on_disk:
+                return
+            if key in self._loading:
                 return
             self._loading.add(key)
             path = versions.on_disk[action.version]
