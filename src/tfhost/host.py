@@ -66,6 +66,19 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _T = TypeVar("_T")
 
 
+def absolute_deadline(
+    timeout: float | None, deadline: float | None, default_timeout: float | None
+) -> float | None:
+    """The ``time.monotonic()`` instant a call must end by: the earlier of ``deadline`` and
+    now + ``timeout``; with neither, now + ``default_timeout``; None for no deadline."""
+    if timeout is None and deadline is None:
+        timeout = default_timeout
+    ends = [] if deadline is None else [deadline]
+    if timeout is not None:
+        ends.append(time.monotonic() + timeout)
+    return min(ends) if ends else None
+
+
 def check_model_name(name: object) -> str:
     """Model names are safe as path segments and URL parts: no '/', no '..'."""
     if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name) or ".." in name:
@@ -812,14 +825,7 @@ class Host:
             return self._groups_made
 
     def _deadline(self, timeout: float | None, deadline: float | None) -> float | None:
-        """The absolute deadline of a call: the earlier of ``deadline`` and now+``timeout``,
-        else now + ``request_timeout_s``, else None."""
-        if timeout is None and deadline is None:
-            timeout = self.settings.request_timeout_s
-        ends = [] if deadline is None else [deadline]
-        if timeout is not None:
-            ends.append(time.monotonic() + timeout)
-        return min(ends) if ends else None
+        return absolute_deadline(timeout, deadline, self.settings.request_timeout_s)
 
     async def _in_pool(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """The one place async callers reach TensorFlow: a bounded pool of threads."""

@@ -38,7 +38,6 @@ Contract:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ from tfhost.errors import (
     Unavailable,
 )
 from tfhost.fleet.config import ConfigError, PipelineConfig
-from tfhost.host import Checked, Handle
+from tfhost.host import Checked, Handle, absolute_deadline
 from tfhost.specs import DEFAULT_SIGNATURE, SignatureSpec
 
 __all__ = ["PipelineHandle", "open_pipeline", "wire"]
@@ -267,14 +266,7 @@ class PipelineHandle:
             )
 
     def _deadline(self, timeout: float | None, deadline: float | None) -> float | None:
-        """As ``Host._deadline``: the earlier of ``deadline`` and now + ``timeout``, else
-        now + ``request_timeout_s``, else None."""
-        if timeout is None and deadline is None:
-            timeout = self._timeout
-        ends = [] if deadline is None else [deadline]
-        if timeout is not None:
-            ends.append(time.monotonic() + timeout)
-        return min(ends) if ends else None
+        return absolute_deadline(timeout, deadline, self._timeout)
 
     def _next(self, index: int, outputs: Mapping[str, np.ndarray]) -> Checked:
         """Step ``index``'s inputs from the previous step's ``outputs``, checked by it."""
