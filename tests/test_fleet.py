@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from tfhost.examples import SAMPLE_X, expected_y
 from tfhost.fleet import Fleet, FleetSettings
 
 from .conftest import ArtifactMap
-from .support import workers
+from .support import wait_until, workers
 
 FAST = FleetSettings(poll_s=0.1, retry_backoff_s=0.2)
 TF2 = Format.TF2_SAVED_MODEL
@@ -38,14 +37,6 @@ def place(artifacts: ArtifactMap, repo: Path, model: str, version: str, scale: f
     final = repo / model / version
     aside.rename(final)
     return final
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def versions(fleet: Fleet, model: str, state: State = State.AVAILABLE) -> list[int]:

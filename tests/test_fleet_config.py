@@ -789,3 +789,12 @@ def test_reading_a_models_config_does_not_import_tensorflow(repo: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_a_scan_reports_each_versions_size_on_disk(tmp_path: Path) -> None:
+    """The fleet's memory estimate before a load: what the scan saw, no second walk."""
+    repo = tmp_path / "repo"
+    folder = saved_model(repo / "m" / "1", b"x" * 1000)  # and a 5-byte variables.index
+    (folder / "variables" / "variables.data").write_bytes(b"y" * 229)
+    (versions,) = Scanner(read_config(repo), trust_first_scan=True).scan().values()
+    assert versions.sizes == {1: 1234}

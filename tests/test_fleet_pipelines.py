@@ -25,6 +25,8 @@ from tfhost.fleet import ConfigError, Fleet, FleetSettings
 from tfhost.fleet.pipeline import PipelineHandle
 from tfhost.specs import DEFAULT_SIGNATURE
 
+from .support import wait_until
+
 FAST = FleetSettings(poll_s=0.1, retry_backoff_s=0.2)
 
 ENC_W = (np.arange(12, dtype=np.float32).reshape(3, 4) + 1.0) / 4.0
@@ -229,14 +231,6 @@ def handles(fleet: Fleet, model: str) -> int:
 
 def available(fleet: Fleet, model: str) -> list[int]:
     return [m.version for m in fleet.models() if m.name == model and m.state is State.AVAILABLE]
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def logged(caplog: pytest.LogCaptureFixture, *words: str) -> bool:

@@ -657,13 +657,8 @@ class Fleet:
 
 
 def _estimates(versions: Versions | None, overhead: int) -> dict[int, int]:
-    """Each version's estimated memory before it loads: its size on disk, plus
-    ``overhead`` (a worker process of its own)."""
+    """Each version's estimated memory before it loads: its size on disk (as the scan
+    saw it), plus ``overhead`` (a worker process of its own)."""
     if versions is None:
         return {}
-    sizes = {}
-    for number, path in versions.on_disk.items():
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        with contextlib.suppress(OSError):  # removed while we looked: the next scan knows
-            sizes[number] = overhead + sum(p.stat().st_size for p in files)
-    return sizes
+    return {number: overhead + size for number, size in versions.sizes.items()}

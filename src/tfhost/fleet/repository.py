@@ -31,7 +31,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfhost.fleet.config import FleetConfig
@@ -58,6 +58,7 @@ class Versions:
     on_disk: Mapping[int, Path]
     settled: frozenset[int]
     problems: tuple[str, ...] = ()
+    sizes: Mapping[int, int] = field(default_factory=dict)  # bytes of its files, as scanned
 
     @property
     def ready(self) -> frozenset[int]:
@@ -112,6 +113,7 @@ class Scanner:
         for name, model in self._config.models.items():
             on_disk, problems = _versions(model.path)
             settled: set[int] = set()
+            sizes: dict[int, int] = {}
             for version, folder in on_disk.items():
                 look = _look(folder)
                 key = (name, version, folder)
@@ -119,11 +121,12 @@ class Scanner:
                 if look.fingerprint is None:
                     problems.append(f"{folder}: changed or unreadable while it was scanned")
                     continue
+                sizes[version] = sum(size for _, size, _ in look.fingerprint if size > 0)
                 first_seen = key not in self._previous
                 unchanged = not first_seen and self._previous[key] == look.fingerprint
                 if trust or unchanged or (first_seen and look.renamed_in):
                     settled.add(version)
-            result[name] = Versions(name, dict(on_disk), frozenset(settled), tuple(problems))
+            result[name] = Versions(name, dict(on_disk), frozenset(settled), tuple(problems), sizes)
         self._previous = current
         return result
 
