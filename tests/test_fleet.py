@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfhost import Format, NotFound, ResourceExhausted, State, TfhostError
+from tfhost import Format, InputError, NotFound, ResourceExhausted, State, TfhostError
 from tfhost.examples import SAMPLE_X, expected_y
 from tfhost.fleet import Fleet, FleetSettings
 
@@ -153,7 +153,7 @@ def test_labels_route_requests(repo: Path) -> None:
         assert scale_of(fleet.predict("m", {"x": SAMPLE_X}, label="stable")) == 1.0
         assert scale_of(fleet.predict("m", {"x": SAMPLE_X}, label="canary")) == 2.0
         assert scale_of(fleet.predict("m", {"x": SAMPLE_X}, version=1)) == 1.0
-        with pytest.raises(NotFound, match="no label 'beta'"):
+        with pytest.raises(InputError, match="Unrecognized servable version label: beta"):
             fleet.predict("m", {"x": SAMPLE_X}, label="beta")
 
 

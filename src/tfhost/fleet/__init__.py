@@ -12,10 +12,11 @@ from tfhost.fleet.config import (
     ModelConfig,
     PipelineConfig,
     VersionPolicy,
+    models_config_from_proto,
     parse_bytes,
     read_config,
 )
-from tfhost.fleet.fleet import Fleet, FleetSettings
+from tfhost.fleet.fleet import Fleet, FleetSettings, MustWait
 from tfhost.fleet.pipeline import PipelineHandle
 from tfhost.fleet.repository import Scanner, Versions
 
@@ -25,11 +26,13 @@ __all__ = [
     "FleetConfig",
     "FleetSettings",
     "ModelConfig",
+    "MustWait",
     "PipelineConfig",
     "PipelineHandle",
     "Scanner",
     "VersionPolicy",
     "Versions",
+    "models_config_from_proto",
     "parse_bytes",
     "read_config",
 ]

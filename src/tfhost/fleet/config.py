@@ -841,6 +841,16 @@ def _read_models_config(repo: Path, file: Path) -> FleetConfig:
         raise ConfigError(
             f"not a valid ModelServerConfig: {message}", file=file, line=line, column=column
         ) from None
+    return models_config_from_proto(repo, proto, file, text)
+
+
+def models_config_from_proto(
+    repo: Path, proto: Any, file: Path | None = None, text: str = ""
+) -> FleetConfig:
+    """The fleet a TensorFlow Serving ``ModelServerConfig`` describes (from a models.config
+    file, or from ModelService.HandleReloadConfigRequest, where relative base paths are
+    taken from ``repo``). Raises ConfigError."""
+    base = repo if file is None else file.parent
     choice = proto.WhichOneof("config")
     if choice == "custom_model_config":
         raise ConfigError(
@@ -876,10 +886,12 @@ def _read_models_config(repo: Path, file: Path) -> FleetConfig:
                 f'not served; remove it (model_platform: "tensorflow")',
             )
         if entry.HasField("logging_config"):
-            notes.append(f"{file}: model {entry.name!r}: logging_config is not used by tfhost")
+            notes.append(
+                f"{file or 'config'}: model {entry.name!r}: logging_config is not used by tfhost"
+            )
         if not entry.base_path:
             raise error("base_path", f"model {entry.name!r}: base_path is empty")
-        path = _local_path(file.parent, entry.base_path)
+        path = _local_path(base, entry.base_path)
         if not path.exists():
             raise error(
                 "base_path", f"model {entry.name!r}: no folder or artifact at {str(path)!r}"

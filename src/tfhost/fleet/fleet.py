@@ -35,6 +35,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -59,6 +60,10 @@ from tfhost.specs import DEFAULT_SIGNATURE
 from tfhost.state import Event, State, VersionId
 
 _log = logging.getLogger(__name__)
+
+
+class MustWait(Unavailable):
+    """``Fleet.acquire(wait=False)``: the model is loading, or must be loaded first."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,10 @@ class Fleet:
         settings: FleetSettings | None = None,
         host: Host | None = None,
         host_settings: HostSettings | None = None,
+        config: FleetConfig | None = None,
     ) -> None:
+        """``config``, when given, is served instead of reading a config file (as one
+        given to ``reload``)."""
         self.repository = Path(repository).absolute()
         if not self.repository.is_dir():
             raise NotFound(f"no model repository at {self.repository}")
@@ -139,6 +147,9 @@ class Fleet:
         )
         self._unsubscribe = self.host.subscribe(self._heard)
         self._loop: threading.Thread | None = None
+        self._evictions = 0
+        self._given = config  # a config given to reload(), over the file's
+        self._held: set[str] = set()  # models unloaded on request, until loaded again
 
     # -- life ----------------------------------------------------------------------
 
@@ -150,7 +161,8 @@ class Fleet:
         show the models' states live on that console meanwhile."""
         view = contextlib.nullcontext() if progress is None else live(self.models, progress)
         with view:
-            self.reload()
+            self._read_config(raise_errors=True)
+            self._cycle()
             self._loop = threading.Thread(target=self._run, name="tfhost-fleet", daemon=True)
             self._loop.start()
             if wait:
@@ -175,10 +187,14 @@ class Fleet:
     ) -> None:
         self.close()
 
-    def reload(self) -> None:
-        """Read the config and the repository now, and act on them (TF Serving's
-        HandleReloadConfigRequest). A bad config raises ``ConfigError`` and the last good
-        one keeps serving."""
+    def reload(self, config: FleetConfig | None = None) -> None:
+        """Read the config and the repository now, and act on them. A bad config raises
+        ``ConfigError`` and the last good one keeps serving.
+
+        ``config`` (TF Serving's HandleReloadConfigRequest) is put in force instead of
+        the config file, until ``reload()`` is called without one."""
+        with self._lock:
+            self._given = config
         self._read_config(raise_errors=True)
         self._cycle()
 
@@ -203,17 +219,26 @@ class Fleet:
     # -- serving ------------------------------------------------------------------------
 
     def acquire(
-        self, name: str, version: int | None = None, label: str | None = None
+        self,
+        name: str,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        wait: bool = True,
     ) -> Handle | PipelineHandle:
         """A handle on ``name`` (at ``version``, or the version ``label`` points to); a
         model that is lazy or was evicted is loaded first. For a pipeline, a handle on
         every one of its steps (the versions their requests reach; a pipeline has no
-        versions or labels of its own)."""
+        versions or labels of its own).
+
+        With ``wait=False`` a request that would have to wait for a load raises
+        ``MustWait`` instead of blocking (an event loop asks this way first, then
+        waits on a thread)."""
         with self._lock:
             pipeline = None if self._config is None else self._config.pipelines.get(name)
             source = None if self._config is None else self._config.source
         if pipeline is None:
-            return self._acquire_model(name, version, label)
+            return self._acquire_model(name, version, label, wait=wait)
         if version is not None or label is not None:
             raise InputError(
                 f"pipeline {name!r} has no versions or labels of its own; its steps "
@@ -221,13 +246,13 @@ class Fleet:
             )
         return open_pipeline(
             pipeline,
-            self._acquire_model,
+            functools.partial(self._acquire_model, wait=wait),
             request_timeout_s=self.host.settings.request_timeout_s,
             file=source,
         )
 
     def _acquire_model(
-        self, name: str, version: int | None = None, label: str | None = None
+        self, name: str, version: int | None = None, label: str | None = None, *, wait: bool
     ) -> Handle:
         if version is not None and label is not None:
             raise InputError(f"model {name!r}: give a version or a label, not both")
@@ -243,6 +268,8 @@ class Fleet:
             if not self._loading_now(name, version):
                 raise
             first = exc
+        if not wait:
+            raise MustWait(f"model {name!r}: waiting for its load") from first
         return self._on_demand(name, version, first)
 
     def predict(
@@ -278,6 +305,60 @@ class Fleet:
                 return handle.metadata()
             return self.host.metadata(name, handle.id.version)
 
+    def unload_model(self, name: str) -> None:
+        """Unload every version of ``name`` and keep it unloaded, whatever the repository
+        holds, until ``load_model`` (the KServe V2 / Triton repository extension)."""
+        self._configured(name)
+        with self._lock:
+            self._held.add(name)
+        self._cycle()
+
+    def load_model(self, name: str) -> None:
+        """Serve ``name`` again as its config says, and return once a version is
+        AVAILABLE (loading it now if it is lazy); its load error if it fails."""
+        self._configured(name)
+        with self._lock:
+            self._held.discard(name)
+        self._cycle()
+        with self.acquire(name):
+            pass
+
+    def settled(self) -> bool:
+        """Every wanted, non-lazy version is AVAILABLE or FAILED (nothing to wait for)."""
+        return self._settled()
+
+    def configured(self) -> list[str]:
+        """The models of the config in force, by name."""
+        with self._lock:
+            return [] if self._config is None else sorted(self._config.models)
+
+    def held(self) -> frozenset[str]:
+        """The models ``unload_model`` keeps unloaded."""
+        with self._lock:
+            return frozenset(self._held)
+
+    def _configured(self, name: str) -> None:
+        with self._lock:
+            config = self._config
+        if config is None or name not in config.models:
+            known = [] if config is None else sorted(config.models)
+            raise NotFound(f"model {name!r} is not in the repository (it has {known})")
+
+    @property
+    def evictions(self) -> int:
+        """Versions unloaded to keep within the memory budget, since the fleet started."""
+        with self._lock:
+            return self._evictions
+
+    @property
+    def memory_budget(self) -> int | None:
+        """The budget in force, in bytes (the settings' over the config's)."""
+        with self._lock:
+            config = self._config
+        if self.settings.memory_budget is not None:
+            return self.settings.memory_budget
+        return None if config is None else config.memory_budget
+
     def labels(self, name: str) -> dict[str, int]:
         with self._lock:
             want = self._wants.get(name)
@@ -299,7 +380,9 @@ class Fleet:
 
     def _read_config(self, *, raise_errors: bool) -> None:
         try:
-            config = read_config(self.repository, self._config_file)
+            with self._lock:
+                given = self._given
+            config = given or read_config(self.repository, self._config_file)
         except ConfigError as exc:
             with self._lock:
                 changed = self._config_error != str(exc)
@@ -326,6 +409,7 @@ class Fleet:
     def _cycle_once(self) -> None:
         with self._lock:
             config, scanner = self._config, self._scanner
+            held = set(self._held)
         if config is None or scanner is None:
             return
         on_disk = scanner.scan()
@@ -333,7 +417,7 @@ class Fleet:
             name: Want(
                 model=name,
                 versions=model.version_policy.choose(on_disk[name].ready)
-                if name in on_disk
+                if name in on_disk and name not in held
                 else frozenset(),
                 labels=dict(model.labels),
                 lazy=model.lazy,
@@ -379,6 +463,9 @@ class Fleet:
                     self._routes[action.model] = action.version
                 _log.info("route %s -> %s (%s)", action.model, action.version, action.reason)
             elif isinstance(action, (Unload, Evict)):
+                if isinstance(action, Evict):
+                    with self._lock:
+                        self._evictions += 1
                 self._unload(action.model, action.version, action.reason)
             elif isinstance(action, Refuse):
                 self._refuse(action)
@@ -635,8 +722,10 @@ class Fleet:
                 raise NotFound(f"model {name!r} is not in the repository")
             target = want.labels.get(label)
             if target is None:
-                raise NotFound(
-                    f"model {name!r} has no label {label!r}; its labels: {sorted(want.labels)}"
+                # TensorFlow Serving's text and code (INVALID_ARGUMENT), then ours.
+                raise InputError(
+                    f"Unrecognized servable version label: {label} (model {name!r} has no "
+                    f"label {label!r}; its labels: {sorted(want.labels)})"
                 )
             held = self._labels.get((name, label))
         if self.settings.labels_for_unavailable:
