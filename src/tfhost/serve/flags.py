@@ -1,0 +1,101 @@
+"""TensorFlow Serving's command line, read as ``tfhost serve`` reads it.
+
+An existing ``tensorflow_model_server --port=8500 --rest_api_port=8501 --model_name=m
+--model_base_path=/models/m`` works after replacing the binary's name. The flags tfhost
+takes are options of ``tfhost serve`` under both spellings; the ones it does not take are
+refused here, by name, before anything starts: a flag silently ignored would change what
+the server does without saying so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from tfhost.errors import InputError
+
+# TensorFlow Serving's boolean flags take ``--flag=true``; click's flags take ``--flag``.
+_BOOLEANS = frozenset({"allow_version_labels_for_unavailable_models"})
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+# Unsupported flags given the value that is tfhost's own behaviour: taken, and nothing done.
+_HARMLESS = {"enable_batching": False, "enable_model_warmup": True}
+
+_THREADS = "set intra_op_threads / inter_op_threads per model in tfhost.toml [models.NAME.worker]"
+
+# tensorflow_model_server's flags (model_servers/main.cc) that tfhost does not take, and
+# what to do instead.
+UNSUPPORTED: dict[str, str] = {
+    "grpc_socket_path": "gRPC on a UNIX socket is not served; use --port",
+    "rest_api_num_threads": "REST runs on one event loop; models run on the host's serving threads",
+    "rest_api_enable_cors_support": "CORS headers are not sent",
+    "enable_per_model_batching_parameters": "batching is configured per model in tfhost.toml",
+    "flush_filesystem_caches": "tfhost does not flush file system caches",
+    "tensorflow_session_parallelism": _THREADS,
+    "tensorflow_intra_op_parallelism": _THREADS,
+    "tensorflow_inter_op_parallelism": _THREADS,
+    "use_alts_credentials": "ALTS is not supported",
+    "ssl_config_file": "TLS is not served; put a TLS proxy in front",
+    "platform_config_file": "platform configs are not read; tfhost detects each artifact's format",
+    "per_process_gpu_memory_fraction": "use gpu_memory_limit_mib per model in tfhost.toml",
+    "saved_model_tags": "give a TF1 model's tags in tfhost.toml (tags = [...])",
+    "grpc_channel_arguments": "gRPC channel arguments are not taken",
+    "grpc_max_threads": "gRPC runs on one event loop",
+    "enable_model_warmup": "warm-up is on; warmup = false turns it off per model in tfhost.toml",
+    "num_request_iterations_for_warmup": "each warm-up record is replayed once",
+    "remove_unused_fields_from_bundle_metagraph": "not applicable",
+    "prefer_tflite_model": "TensorFlow Lite models are not served",
+    "num_tflite_pools": "TensorFlow Lite models are not served",
+    "num_tflite_interpreters_per_pool": "TensorFlow Lite models are not served",
+    "enable_signature_method_name_check": "not applicable",
+    "xla_cpu_compilation_enabled": "not applicable",
+    "enable_profiler": "the TensorFlow profiler service is not served",
+    "thread_pool_factory_config_file": "not applicable",
+    "mixed_precision": "not applicable",
+    "skip_initialize_tpu": "TPUs are not served",
+    "enable_grpc_healthcheck_service": "use the KServe V2 health routes (/v2/health/ready)",
+    "enable_batching": "dynamic batching is not available yet",
+    "batching_parameters_file": "dynamic batching is not available yet",
+}
+
+_FLAG = re.compile(r"--([A-Za-z0-9_]+)(?:=(.*))?$", re.DOTALL)
+
+
+def translate(args: Sequence[str]) -> list[str]:
+    """``tfhost serve``'s arguments with TF Serving's spellings made click's.
+
+    ``--enable_batching=true`` becomes ``--enable_batching``; ``=false`` drops it. A flag
+    tfhost does not take raises InputError naming it and saying what to do instead.
+    """
+    out: list[str] = []
+    for index, arg in enumerate(args):
+        if arg == "--":
+            out.extend(args[index:])
+            break
+        match = _FLAG.match(arg)
+        if match is None:
+            out.append(arg)
+            continue
+        name, value = match.group(1), match.group(2)
+        if name in UNSUPPORTED:
+            if value is not None and name in _HARMLESS and _HARMLESS[name] == _boolean(name, value):
+                continue  # asks for what tfhost does anyway
+            raise InputError(
+                f"tfhost serve does not take TensorFlow Serving's --{name}: {UNSUPPORTED[name]}"
+            )
+        if name in _BOOLEANS and value is not None:
+            if _boolean(name, value):
+                out.append(f"--{name}")
+            continue
+        out.append(arg)
+    return out
+
+
+def _boolean(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise InputError(f"--{name} takes true or false, got {value!r}")
