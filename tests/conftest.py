@@ -131,3 +131,33 @@ def toolbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     tf.saved_model.save(module, str(path), signatures=signatures)
     return path
+
+
+SERVE_TOML = """
+[models.half_plus_two_2_versions]
+version_policy = "all"
+labels = { stable = 123, canary = 124 }
+"""
+
+
+@pytest.fixture(scope="session")
+def serve_repo(tmp_path_factory: pytest.TempPathFactory, toolbox: Path) -> Path:
+    """TF Serving's test models under the names its tests use, and the toolbox."""
+    import shutil
+
+    from tests.serve_support import tf_serving_repository
+
+    repo = tf_serving_repository(tmp_path_factory.mktemp("serve"))
+    shutil.copytree(toolbox, repo / "toolbox" / "1")
+    (repo / "tfhost.toml").write_text(SERVE_TOML)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def server(serve_repo: Path) -> Iterator[object]:
+    """One ``tfhost serve`` of ``serve_repo`` for the whole session (REST and gRPC)."""
+    from tests.serve_support import ServerProcess
+
+    with ServerProcess([str(serve_repo)]) as process:
+        yield process
+        assert process.terminate() == 0, process.log()

@@ -521,8 +521,158 @@ def _dtype_name(value: object) -> str:
     return "string" if array.dtype.kind in "OSU" else str(array.dtype)
 
 
+_SERVE_EPILOG = (
+    "TensorFlow Serving's flags work too, with their meaning: --port (gRPC), "
+    "--rest_api_port, --model_name, --model_base_path, --model_config_file, "
+    "--model_config_file_poll_wait_seconds, --file_system_poll_wait_seconds, "
+    "--rest_api_timeout_in_ms, --monitoring_config_file, --max_num_load_retries, "
+    "--load_retry_interval_micros, --allow_version_labels_for_unavailable_models. "
+    "Its other flags are refused by name."
+)
+
+
+@app.command(epilog=_SERVE_EPILOG)
+def serve(
+    repository: Annotated[
+        Path | None,
+        typer.Argument(help="The model repository: a folder of models (TF Serving's layout)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    rest_port: Annotated[
+        int, typer.Option("--rest-port", "--rest_api_port", help="REST port; 0 picks one.")
+    ] = 8501,
+    grpc_port: Annotated[
+        int, typer.Option("--grpc-port", "--port", help="gRPC port; 0 picks one.")
+    ] = 8500,
+    no_grpc: Annotated[bool, typer.Option("--no-grpc", help="Serve REST only.")] = False,
+    no_rest: Annotated[bool, typer.Option("--no-rest", help="Serve gRPC only.")] = False,
+    poll_seconds: Annotated[
+        float,
+        typer.Option(
+            "--poll-seconds",
+            "--file_system_poll_wait_seconds",
+            help="How often to look at the repository (and the config file) for changes.",
+        ),
+    ] = 2.0,
+    config_poll_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--model_config_file_poll_wait_seconds",
+            help="How often to re-read the config file (the fleet reads config and "
+            "repository together, at the shorter of the two intervals).",
+        ),
+    ] = None,
+    model_config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-config-file",
+            "--model_config_file",
+            help="tfhost.toml, or TF Serving's models.config (text ModelServerConfig).",
+        ),
+    ] = None,
+    model_name: Annotated[
+        str | None,
+        typer.Option("--model-name", "--model_name", help="Serve one model under this name."),
+    ] = None,
+    model_base_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-base-path", "--model_base_path", help="The one model's folder of versions."
+        ),
+    ] = None,
+    memory_budget: Annotated[
+        str | None, typer.Option(help="Most memory the models may take, e.g. 8GiB.")
+    ] = None,
+    isolation: Annotated[
+        str, typer.Option(help="inline, or process: each model in its own worker.")
+    ] = "inline",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="TFHOST_TOKEN", help="Require 'Authorization: Bearer TOKEN'."),
+    ] = None,
+    timeout_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--request-timeout-ms", "--rest_api_timeout_in_ms", help="Per-request timeout."
+        ),
+    ] = None,
+    max_body: Annotated[
+        str, typer.Option("--max-body", help="Largest request body (413 beyond).")
+    ] = "64MiB",
+    max_in_flight: Annotated[
+        int, typer.Option(help="Requests in flight at once; beyond, 503 / UNAVAILABLE.")
+    ] = 256,
+    monitoring_config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--monitoring_config_file",
+            help="TF Serving's MonitoringConfig: serve Prometheus metrics at its path too.",
+        ),
+    ] = None,
+    max_num_load_retries: Annotated[
+        int, typer.Option("--max-load-retries", "--max_num_load_retries")
+    ] = 5,
+    load_retry_interval_micros: Annotated[
+        int, typer.Option("--load_retry_interval_micros", help="Backoff between load tries.")
+    ] = 1_000_000,
+    labels_for_unavailable: Annotated[
+        bool, typer.Option("--allow_version_labels_for_unavailable_models")
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Serve a model repository over TensorFlow Serving's REST and gRPC APIs and the KServe
+    V2 / Open Inference Protocol, following the repository as it changes."""
+    _tensorflow_logs(verbose)  # before anything imports TensorFlow
+    from tfhost.errors import TfhostError
+    from tfhost.serve.command import ServeOptions, run
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tfhost").setLevel(logging.INFO)
+    options = ServeOptions(
+        repository=repository,
+        host=host,
+        rest_port=None if no_rest else rest_port,
+        grpc_port=None if no_grpc else grpc_port,
+        poll_seconds=poll_seconds
+        if config_poll_seconds is None
+        else min(poll_seconds, config_poll_seconds),
+        model_config_file=model_config_file,
+        model_name=model_name,
+        model_base_path=model_base_path,
+        memory_budget=memory_budget,
+        isolation=isolation,
+        token=token,
+        timeout_ms=timeout_ms,
+        max_body=max_body,
+        max_in_flight=max_in_flight,
+        monitoring_config_file=monitoring_config_file,
+        max_load_retries=max_num_load_retries,
+        load_retry_interval_s=load_retry_interval_micros / 1e6,
+        labels_for_unavailable=labels_for_unavailable,
+    )
+    try:
+        run(options, Console(stderr=True))
+    except (TfhostError, OSError) as exc:
+        raise _error(str(exc)) from None
+
+
 def main() -> None:
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        from tfhost.errors import InputError
+        from tfhost.serve.flags import translate
+
+        try:
+            sys.argv[2:] = translate(sys.argv[2:])
+        except InputError as exc:
+            raise SystemExit(_error_text(exc.message)) from None
     app()
+
+
+def _error_text(message: str) -> int:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    return 2
 
 
 if __name__ == "__main__":

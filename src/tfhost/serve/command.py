@@ -1,0 +1,149 @@
+"""``tfhost serve``: the command line's options made into a fleet and a server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from tfhost.errors import InputError
+from tfhost.fleet import (
+    ConfigError,
+    Fleet,
+    FleetConfig,
+    FleetSettings,
+    ModelConfig,
+    parse_bytes,
+)
+from tfhost.serve.server import Bound, Server
+from tfhost.serve.settings import ServeSettings
+from tfhost.settings import HostSettings
+
+READY_LINE = "tfhost serve: ready: "
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    repository: Path | None
+    host: str = "127.0.0.1"
+    rest_port: int | None = 8501
+    grpc_port: int | None = 8500
+    poll_seconds: float = 2.0
+    model_config_file: Path | None = None
+    model_name: str | None = None
+    model_base_path: Path | None = None
+    memory_budget: str | None = None
+    isolation: str = "inline"
+    token: str | None = None
+    timeout_ms: int | None = None
+    max_body: str = "64MiB"
+    max_in_flight: int = 256
+    monitoring_config_file: Path | None = None
+    max_load_retries: int = 5
+    load_retry_interval_s: float = 1.0
+    labels_for_unavailable: bool = False
+
+
+def run(options: ServeOptions, console: Console) -> None:
+    """Load the fleet (showing its progress), serve until SIGTERM, drain, close."""
+    settings = ServeSettings(
+        host=options.host,
+        rest_port=options.rest_port,
+        grpc_port=options.grpc_port,
+        max_body_bytes=_size(options.max_body, "--max-body"),
+        request_timeout_s=None if options.timeout_ms is None else options.timeout_ms / 1000,
+        max_in_flight=options.max_in_flight,
+        token=options.token,
+        metrics_paths=_metrics_paths(options.monitoring_config_file),
+    )
+    fleet = _fleet(options)
+    try:
+        fleet.start(wait=True, progress=console)
+        server = Server(fleet, settings)
+
+        def ready(bound: Bound) -> None:
+            # One line on stdout, for scripts and tests that started us on port 0.
+            print(f"{READY_LINE}{bound.describe()}", flush=True)
+
+        server.run(on_ready=ready)
+    finally:
+        fleet.close()
+
+
+def _fleet(options: ServeOptions) -> Fleet:
+    fleet_settings = FleetSettings(
+        poll_s=options.poll_seconds,
+        max_retries=options.max_load_retries,
+        retry_backoff_s=options.load_retry_interval_s,
+        labels_for_unavailable=options.labels_for_unavailable,
+        memory_budget=None
+        if options.memory_budget is None
+        else _size(options.memory_budget, "--memory-budget"),
+    )
+    host_settings = HostSettings(default_isolation=options.isolation)
+    if options.model_base_path is not None or options.model_name is not None:
+        # TensorFlow Serving's one-model form: --model_name (default "default") and
+        # --model_base_path, and no repository.
+        if options.model_base_path is None:
+            raise InputError("--model_name needs --model_base_path (the model's folder)")
+        if options.repository is not None or options.model_config_file is not None:
+            raise InputError(
+                "give either --model_base_path (one model) or a repository / "
+                "--model_config_file, not both"
+            )
+        base = Path(options.model_base_path).expanduser().absolute()
+        if not base.exists():
+            raise InputError(f"--model_base_path: no folder or artifact at {str(base)!r}")
+        name = options.model_name or "default"
+        try:
+            config = FleetConfig(models={name: ModelConfig(name, base)}, repo=base.parent)
+        except ConfigError as exc:
+            raise InputError(f"--model_name: {exc}") from None
+        return Fleet(
+            base.parent, settings=fleet_settings, host_settings=host_settings, config=config
+        )
+    repository = options.repository
+    if repository is None:
+        if options.model_config_file is None:
+            raise InputError(
+                "give a model repository (tfhost serve REPO), --model_config_file, or "
+                "--model_name with --model_base_path"
+            )
+        # TensorFlow Serving's models.config names each model's base path; relative ones
+        # are read from the file's folder.
+        repository = options.model_config_file.expanduser().absolute().parent
+    return Fleet(
+        repository,
+        config_file=options.model_config_file,
+        settings=fleet_settings,
+        host_settings=host_settings,
+    )
+
+
+def _size(text: str, flag: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ConfigError as exc:
+        raise InputError(f"{flag}: {exc.what}") from None
+
+
+def _metrics_paths(file: Path | None) -> tuple[str, ...]:
+    """The Prometheus path a TF Serving MonitoringConfig file asks for, if any."""
+    if file is None:
+        return ()
+    from google.protobuf import text_format
+    from tensorflow_serving.config import monitoring_config_pb2
+
+    config = monitoring_config_pb2.MonitoringConfig()
+    try:
+        text_format.Parse(Path(file).read_text(), config)
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
+        raise InputError(f"--monitoring_config_file {file}: {exc}") from None
+    prometheus = config.prometheus_config
+    if not prometheus.enable:
+        return ()
+    path = prometheus.path or "/monitoring/prometheus/metrics"
+    if not path.startswith("/"):
+        raise InputError(f"--monitoring_config_file {file}: path {path!r} must start with '/'")
+    return (path,)

@@ -1,0 +1,252 @@
+"""The data plane: every protocol's requests reach the fleet through here.
+
+A route decodes its wire format, then asks the plane to admit the request (the in-flight
+limit), acquire the model (without blocking the event loop on a load), run the checked
+inputs and count the outcome (metrics, Triton's statistics, the status page's rates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import numpy as np
+
+from tfhost.errors import Code, DeadlineExceeded, InternalError, TfhostError, Unavailable
+from tfhost.fleet import Fleet, MustWait, PipelineHandle
+from tfhost.host import Checked, Handle, absolute_deadline
+from tfhost.serve.metrics import Metrics
+from tfhost.serve.settings import ServeSettings
+from tfhost.serve.status import code_of
+
+AnyHandle = Handle | PipelineHandle
+
+_RATE_WINDOW_S = 60
+
+
+@dataclass
+class VersionStats:
+    """What Triton's statistics extension reports for one model version (nanoseconds)."""
+
+    success_count: int = 0
+    success_ns: int = 0
+    fail_count: int = 0
+    fail_ns: int = 0
+    queue_ns: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+    inference_count: int = 0  # rows: the first dimension of the first input
+    execution_count: int = 0  # model calls
+    last_inference_ms: int = 0  # wall clock, milliseconds since the epoch
+
+
+@dataclass
+class ModelActivity:
+    """Per model, for the status page: recent request rate and the last error."""
+
+    buckets: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)] * _RATE_WINDOW_S)
+    last_error: tuple[float, str] | None = None
+
+    def count(self, now: float) -> None:
+        second = int(now)
+        slot = second % _RATE_WINDOW_S
+        at, n = self.buckets[slot]
+        self.buckets[slot] = (second, n + 1 if at == second else 1)
+
+    def rate(self, now: float) -> float:
+        """Requests per second over the last minute."""
+        oldest = int(now) - _RATE_WINDOW_S
+        return sum(n for at, n in self.buckets if at > oldest) / _RATE_WINDOW_S
+
+
+class Plane:
+    """Admission, model lookup, execution and accounting, shared by REST and gRPC."""
+
+    def __init__(self, fleet: Fleet, settings: ServeSettings) -> None:
+        self.fleet = fleet
+        self.settings = settings
+        self.metrics = Metrics(fleet)
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._active = 0
+        self._latency: dict[tuple[str, int | None, str], float] = {}
+        self._stats: dict[tuple[str, int], VersionStats] = {}
+        self._activity: dict[str, ModelActivity] = {}
+        self._request_timeout = (
+            settings.request_timeout_s
+            if settings.request_timeout_s is not None
+            else fleet.host.settings.request_timeout_s
+        )
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def admit(self, protocol: str, model: str = "") -> Ticket:
+        """A ticket for one request, or Unavailable when ``max_in_flight`` are in."""
+        with self._lock:
+            if self._active >= self.settings.max_in_flight:
+                self.metrics.refused(protocol)
+                raise Unavailable(
+                    f"the server is at its limit of {self.settings.max_in_flight} requests "
+                    f"in flight; try again"
+                )
+            self._active += 1
+        return Ticket(self, protocol, model)
+
+    async def acquire(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> AnyHandle:
+        """The fleet's handle; a load it must wait for is waited for on a thread."""
+        try:
+            return self.fleet.acquire(name, version, label, wait=False)
+        except MustWait:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                None, functools.partial(self.fleet.acquire, name, version, label)
+            )
+
+    async def run(
+        self, ticket: Ticket, handle: AnyHandle, checked: Checked
+    ) -> dict[str, np.ndarray]:
+        """Run checked inputs. A request alone on the server whose model is quick runs
+        right here (a thread hop would cost more than the call); others run on the host's
+        serving threads, so the event loop reads the next request meanwhile."""
+        key = _key(handle, checked.signature)
+        estimate = self._latency.get(key)
+        ticket.ran = time.perf_counter()
+        if self._active == 1 and estimate is not None and estimate < self.settings.inline_under_s:
+            outputs = handle.run(checked, deadline=ticket.deadline)
+        elif ticket.deadline is None:
+            outputs = await handle.run_async(checked)
+        else:
+            # The answer is due at the deadline even where the call cannot be stopped (an
+            # inline model): the client hears DeadlineExceeded then, the thread finishes.
+            running = handle.run_async(checked, deadline=ticket.deadline)
+            try:
+                outputs = await asyncio.wait_for(running, ticket.deadline - time.monotonic())
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"model {key[0]!r} signature {checked.signature!r}: no answer within the "
+                    f"request's timeout"
+                ) from None
+        ticket.done = time.perf_counter()
+        took = ticket.done - ticket.ran
+        self._latency[key] = took if estimate is None else 0.8 * estimate + 0.2 * took
+        ticket.executed(handle, checked.inputs)
+        return outputs
+
+    # -- what was counted ----------------------------------------------------------------
+
+    def stats(self) -> dict[tuple[str, int], VersionStats]:
+        with self._lock:
+            return {key: VersionStats(**vars(value)) for key, value in self._stats.items()}
+
+    def activity(self) -> dict[str, tuple[float, tuple[float, str] | None]]:
+        """model -> (requests per second over the last minute, its last error)."""
+        now = time.time()
+        with self._lock:
+            return {
+                name: (entry.rate(now), entry.last_error) for name, entry in self._activity.items()
+            }
+
+    def _finish(self, ticket: Ticket, error: TfhostError | None) -> None:
+        end = time.perf_counter()
+        took = end - ticket.start
+        code = Code.INTERNAL if error is None else code_of(error)
+        status = "OK" if error is None else code.value
+        version = ticket.version
+        with self._lock:
+            self._active -= 1
+            if ticket.model:
+                activity = self._activity.get(ticket.model)
+                if activity is None:
+                    activity = self._activity[ticket.model] = ModelActivity()
+                now = time.time()
+                activity.count(now)
+                if error is not None:
+                    activity.last_error = (now, f"{status}: {error.message}")
+            if version is not None:
+                stats = self._stats.get((ticket.model, version))
+                if stats is None:
+                    stats = self._stats[(ticket.model, version)] = VersionStats()
+                ns = int(took * 1e9)
+                if error is None:
+                    stats.success_count += 1
+                    stats.success_ns += ns
+                else:
+                    stats.fail_count += 1
+                    stats.fail_ns += ns
+                if ticket.ran is not None and ticket.done is not None:
+                    stats.compute_input_ns += int((ticket.ran - ticket.start) * 1e9)
+                    stats.compute_infer_ns += int((ticket.done - ticket.ran) * 1e9)
+                    stats.compute_output_ns += int((end - ticket.done) * 1e9)
+                    stats.execution_count += 1
+                    stats.inference_count += ticket.rows
+                    stats.last_inference_ms = int(time.time() * 1000)
+        self.metrics.request(ticket.protocol, ticket.model, version, status, took)
+
+
+class Ticket:
+    """One admitted request: its deadline, and what the plane counts when it ends."""
+
+    __slots__ = (
+        "deadline",
+        "done",
+        "model",
+        "plane",
+        "protocol",
+        "ran",
+        "rows",
+        "start",
+        "version",
+    )
+
+    def __init__(self, plane: Plane, protocol: str, model: str) -> None:
+        self.plane = plane
+        self.protocol = protocol
+        self.model = model
+        self.version: int | None = None
+        self.start = time.perf_counter()
+        self.deadline = absolute_deadline(plane._request_timeout, None, None)
+        self.ran: float | None = None
+        self.done: float | None = None
+        self.rows = 0
+
+    def executed(self, handle: AnyHandle, inputs: Mapping[str, np.ndarray]) -> None:
+        if isinstance(handle, Handle):
+            self.model = handle.id.model
+            self.version = handle.id.version
+        first = next(iter(inputs.values()), None)
+        self.rows = int(first.shape[0]) if first is not None and first.ndim else 1
+
+    def serves(self, handle: AnyHandle) -> None:
+        """The request reached this handle (counted under its version even if it fails)."""
+        if isinstance(handle, Handle):
+            self.model = handle.id.model
+            self.version = handle.id.version
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.plane._finish(self, None)
+        elif isinstance(exc, TfhostError):
+            self.plane._finish(self, exc)
+        else:
+            self.plane._finish(self, InternalError(f"{type(exc).__name__}: {exc}"))
+
+
+def _key(handle: AnyHandle, signature: str) -> tuple[str, int | None, str]:
+    if isinstance(handle, Handle):
+        return (handle.id.model, handle.id.version, signature)
+    return (handle.name, None, signature)

@@ -1,0 +1,261 @@
+"""The REST routes: TensorFlow Serving's ``/v1``, KServe V2's ``/v2``, ``/metrics`` and the
+status page, as one Starlette app over the plane. Routes are thin: decode, plane, encode."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tfhost.errors import InputError, InternalError, NotFound, TfhostError
+from tfhost.fleet import PipelineHandle
+from tfhost.host import Handle
+from tfhost.serve import page, tfs
+from tfhost.serve import v2 as v2_api
+from tfhost.serve.codecs import tfs_json
+from tfhost.serve.metrics import CONTENT_TYPE
+from tfhost.serve.plane import Plane
+from tfhost.serve.status import BodyTooLarge, http_status
+
+_log = logging.getLogger("tfhost.serve")
+
+JSON = "application/json"
+
+# TensorFlow Serving's own path patterns (http_rest_api_util.cc), matched as it matches them.
+_PREDICT = re.compile(
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"
+)
+_STATUS = re.compile(
+    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
+)
+
+# Health answers without the token: a load balancer or kubelet probes it.
+_OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+
+
+def build_app(plane: Plane) -> ASGIApp:
+    routes = [
+        Route("/v1/{rest:path}", functools.partial(_tfs, plane), methods=["GET", "POST"]),
+        Route("/v2", _v2(plane, v2_api.server_metadata), methods=["GET"]),
+        Route("/v2/health/live", _v2(plane, v2_api.live), methods=["GET"]),
+        Route("/v2/health/ready", _v2(plane, v2_api.ready_route), methods=["GET"]),
+        Route("/v2/models/stats", _v2(plane, v2_api.stats), methods=["GET"]),
+        Route("/v2/models/{name}", _v2(plane, v2_api.model_metadata), methods=["GET"]),
+        Route(
+            "/v2/models/{name}/versions/{version}",
+            _v2(plane, v2_api.model_metadata),
+            methods=["GET"],
+        ),
+        Route("/v2/models/{name}/ready", _v2(plane, v2_api.model_ready_route), methods=["GET"]),
+        Route(
+            "/v2/models/{name}/versions/{version}/ready",
+            _v2(plane, v2_api.model_ready_route),
+            methods=["GET"],
+        ),
+        Route("/v2/models/{name}/config", _v2(plane, v2_api.model_config), methods=["GET"]),
+        Route(
+            "/v2/models/{name}/versions/{version}/config",
+            _v2(plane, v2_api.model_config),
+            methods=["GET"],
+        ),
+        Route("/v2/models/{name}/stats", _v2(plane, v2_api.stats), methods=["GET"]),
+        Route(
+            "/v2/models/{name}/versions/{version}/stats",
+            _v2(plane, v2_api.stats),
+            methods=["GET"],
+        ),
+        Route("/v2/models/{name}/infer", _v2(plane, v2_api.infer_route), methods=["POST"]),
+        Route(
+            "/v2/models/{name}/versions/{version}/infer",
+            _v2(plane, v2_api.infer_route),
+            methods=["POST"],
+        ),
+        Route("/v2/repository/index", _v2(plane, v2_api.repository_index_route), methods=["POST"]),
+        Route(
+            "/v2/repository/models/{name}/load",
+            _v2(plane, v2_api.repository_load),
+            methods=["POST"],
+        ),
+        Route(
+            "/v2/repository/models/{name}/unload",
+            _v2(plane, v2_api.repository_unload),
+            methods=["POST"],
+        ),
+        Route("/metrics", functools.partial(_metrics, plane), methods=["GET"]),
+        # TensorFlow Serving's --monitoring_config_file default path.
+        Route(
+            "/monitoring/prometheus/metrics",
+            functools.partial(_metrics, plane),
+            methods=["GET"],
+        ),
+        Route("/", functools.partial(_page, plane), methods=["GET"]),
+    ]
+    routes += [
+        Route(path, functools.partial(_metrics, plane), methods=["GET"])
+        for path in plane.settings.metrics_paths
+        if path not in ("/metrics", "/monitoring/prometheus/metrics")
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: _not_found, 405: _not_allowed},
+    )
+    app.state.plane = plane
+    if plane.settings.token is None:
+        return app
+    return _Bearer(app, plane.settings.token)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes before more than that is read."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            size = int(length)
+        except ValueError:
+            raise InputError(f"Content-Length is not a number: {length!r}") from None
+        if size > limit:
+            raise BodyTooLarge(f"request body of {size} bytes is over the limit of {limit}")
+        return await request.body()
+    chunks = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- TensorFlow Serving ---------------------------------------------------------------------
+
+
+async def _tfs(plane: Plane, request: Request) -> Response:
+    path = request.url.path
+    try:
+        if request.method == "POST":
+            match = _PREDICT.fullmatch(path)
+            if match is None:
+                raise InputError(f"Malformed request: POST {path}")
+            name, version, label, method = match.groups()
+            body = await read_body(request, plane.settings.max_body_bytes)
+            spec = tfs.model_spec(name, version, label)
+            content = await tfs.METHODS[method.lower()](plane, spec, body)
+        else:
+            match = _STATUS.fullmatch(path)
+            if match is None:
+                raise InputError(f"Malformed request: GET {path}")
+            name, version, label, metadata = match.groups()
+            if not name:
+                raise InputError("Missing model name in request.")
+            spec = tfs.model_spec(name, version, label)
+            if metadata:
+                content = await tfs.metadata_json(plane, spec)
+            else:
+                content = await tfs.status_json(plane, spec)
+    except TfhostError as exc:
+        return Response(tfs_json.encode_error(exc.message), http_status(exc), media_type=JSON)
+    except Exception as exc:  # a bug: answered, logged, never a traceback to the client
+        _log.exception("TF Serving REST %s %s failed", request.method, path)
+        error = InternalError(f"{type(exc).__name__}: {exc}")
+        return Response(tfs_json.encode_error(error.message), 500, media_type=JSON)
+    return Response(content, media_type=JSON)
+
+
+# -- KServe V2 --------------------------------------------------------------------------------
+
+V2Handler = Callable[[Plane, Request], Awaitable[Response]]
+
+
+def _v2(plane: Plane, handler: V2Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        try:
+            return await handler(plane, request)
+        except TfhostError as exc:
+            return v2_error(exc.message, http_status(exc))
+        except Exception as exc:
+            _log.exception("V2 REST %s %s failed", request.method, request.url.path)
+            return v2_error(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+    return route
+
+
+def v2_error(message: str, status: int) -> Response:
+    return Response(orjson.dumps({"error": message}), status, media_type=JSON)
+
+
+# -- the rest ---------------------------------------------------------------------------------
+
+
+async def _metrics(plane: Plane, request: Request) -> Response:
+    content = await asyncio.to_thread(plane.metrics.render)
+    return Response(content, media_type=CONTENT_TYPE)
+
+
+async def _page(plane: Plane, request: Request) -> Response:
+    return HTMLResponse(await asyncio.to_thread(page.render, plane))
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    message = f"no route for {request.method} {request.url.path}"
+    if request.url.path.startswith("/v1/"):
+        return Response(tfs_json.encode_error(message), 404, media_type=JSON)
+    return v2_error(message, 404)
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return v2_error(f"{request.method} is not allowed on {request.url.path}", 405)
+
+
+class _Bearer:
+    """``Authorization: Bearer TOKEN`` on every endpoint but health."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self._app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                response = v2_error("missing or wrong bearer token", 401)
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
+def handle_name(handle: Handle | PipelineHandle) -> tuple[str, int | None]:
+    if isinstance(handle, Handle):
+        return handle.id.model, handle.id.version
+    return handle.name, None
+
+
+def parse_version(version: str | None) -> int | None:
+    """A V2 or REST version string as tfhost's version number."""
+    if version is None or version == "":
+        return None
+    try:
+        number = int(version)
+    except ValueError:
+        raise NotFound(f"version {version!r} is not a version number") from None
+    if number < 0:
+        raise NotFound(f"version {version!r} is not a version number")
+    return number
+
+
+def json_body(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON: {exc}") from None

@@ -1,0 +1,234 @@
+"""Both ports of ``tfhost serve``: REST (Starlette on uvicorn) on the main thread's event
+loop, gRPC (grpc.aio) on its own thread's, one plane under both; SIGTERM drains."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import uvicorn
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tritonclient.grpc import service_pb2_grpc
+
+from tfhost.fleet import Fleet
+from tfhost.serve.grpc_tfs import ModelService, PredictionService
+from tfhost.serve.grpc_v2 import InferenceService
+from tfhost.serve.plane import Plane
+from tfhost.serve.rest import build_app
+from tfhost.serve.settings import ServeSettings
+
+_log = logging.getLogger("tfhost.serve")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where the server listens (the ports a port of 0 picked)."""
+
+    host: str
+    rest_port: int | None
+    grpc_port: int | None
+
+    def describe(self) -> str:
+        parts = []
+        if self.rest_port is not None:
+            parts.append(f"REST on http://{_url_host(self.host)}:{self.rest_port}")
+        if self.grpc_port is not None:
+            parts.append(f"gRPC on {_url_host(self.host)}:{self.grpc_port}")
+        return ", ".join(parts)
+
+
+class Server:
+    """``Server(fleet, settings).run()`` serves until SIGTERM or SIGINT, then lets the
+    requests in flight finish (``drain_timeout_s``) and returns."""
+
+    def __init__(self, fleet: Fleet, settings: ServeSettings | None = None) -> None:
+        self.settings = settings or ServeSettings()
+        self.plane = Plane(fleet, self.settings)
+        self._grpc_loop: asyncio.AbstractEventLoop | None = None
+        self._grpc_server: grpc.aio.Server | None = None
+        self._grpc_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._uvicorn: uvicorn.Server | None = None
+
+    def run(self, on_ready: Callable[[Bound], None] | None = None) -> None:
+        settings = self.settings
+        rest_socket = (
+            None if settings.rest_port is None else _listen(settings.host, settings.rest_port)
+        )
+        try:
+            grpc_port = None if settings.grpc_port is None else self._start_grpc()
+            bound = Bound(
+                settings.host,
+                None if rest_socket is None else rest_socket.getsockname()[1],
+                grpc_port,
+            )
+            _log.info("tfhost serve: %s", bound.describe())
+            if on_ready is not None:
+                on_ready(bound)
+            with self._signals():
+                if rest_socket is not None:
+                    self._serve_rest(rest_socket)
+                else:
+                    self._stop.wait()
+        finally:
+            self._stop_grpc()
+            if rest_socket is not None:
+                rest_socket.close()
+
+    # -- REST ---------------------------------------------------------------------------------
+
+    def _serve_rest(self, sock: socket.socket) -> None:
+        config = uvicorn.Config(
+            build_app(self.plane),
+            loop="uvloop",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=int(self.settings.drain_timeout_s),
+            # Every connection would otherwise be held to uvicorn's default limit only.
+            backlog=2048,
+        )
+        server = uvicorn.Server(config)
+        self._uvicorn = server
+        # uvicorn installs its own SIGTERM/SIGINT handlers: it stops accepting, lets the
+        # requests in flight finish, then returns here.
+        server.run(sockets=[sock])
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT stop the server. uvicorn takes them over while it runs and
+        raises them again once it has drained: this handler is the one that hears that,
+        so gRPC still drains and the fleet still closes."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, frame: Any) -> None:
+            self._stop.set()
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self) -> None:
+        """Stop serving (from another thread): as SIGTERM does."""
+        self._stop.set()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+
+    # -- gRPC ---------------------------------------------------------------------------------
+
+    def _start_grpc(self) -> int:
+        loop = asyncio.new_event_loop()
+        self._grpc_loop = loop
+        self._grpc_thread = threading.Thread(
+            target=loop.run_forever, name="tfhost-grpc", daemon=True
+        )
+        self._grpc_thread.start()
+        started: Future[int] = asyncio.run_coroutine_threadsafe(self._grpc_start(), loop)
+        return started.result()
+
+    async def _grpc_start(self) -> int:
+        limit = self.settings.max_body_bytes
+        server = grpc.aio.server(
+            interceptors=[]
+            if self.settings.token is None
+            else [BearerInterceptor(self.settings.token)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.plane), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.plane), server)
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceService(self.plane), server
+        )
+        port: int = server.add_insecure_port(
+            f"{_url_host(self.settings.host)}:{self.settings.grpc_port}"
+        )
+        if port == 0:
+            raise OSError(
+                f"cannot listen for gRPC on {self.settings.host}:{self.settings.grpc_port}"
+            )
+        await server.start()
+        self._grpc_server = server
+        return port
+
+    def _stop_grpc(self) -> None:
+        loop, server = self._grpc_loop, self._grpc_server
+        if loop is None:
+            return
+        if server is not None:
+            stopping = asyncio.run_coroutine_threadsafe(
+                server.stop(self.settings.drain_timeout_s), loop
+            )
+            stopping.result()
+        loop.call_soon_threadsafe(loop.stop)
+        if self._grpc_thread is not None:
+            self._grpc_thread.join()
+        loop.close()
+
+
+# Health answers without the token (V2's ServerLive / ServerReady), as on REST.
+_OPEN_METHODS = frozenset(
+    {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
+)
+
+
+class BearerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """``authorization: Bearer TOKEN`` metadata on every call but health."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}"
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        if details.method not in _OPEN_METHODS:
+            given = dict(details.invocation_metadata or ()).get("authorization", "")
+            if not hmac.compare_digest(str(given), self._expected):
+                return self._refusal
+        return await continuation(details)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen for REST on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

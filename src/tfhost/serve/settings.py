@@ -1,0 +1,49 @@
+"""How ``tfhost serve`` listens and guards itself; checked when made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tfhost.errors import InputError
+
+DEFAULT_REST_PORT = 8501  # TensorFlow Serving's defaults, so existing clients connect
+DEFAULT_GRPC_PORT = 8500
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """``host`` is 127.0.0.1 unless told otherwise. A port of 0 picks a free one; None
+    turns that protocol off."""
+
+    host: str = "127.0.0.1"
+    rest_port: int | None = DEFAULT_REST_PORT
+    grpc_port: int | None = DEFAULT_GRPC_PORT
+    max_body_bytes: int = 64 << 20  # a bigger request is refused (413 / RESOURCE_EXHAUSTED)
+    request_timeout_s: float | None = None  # --rest_api_timeout_in_ms; None: the host's
+    # Requests admitted at once, every protocol together; beyond, 503 / UNAVAILABLE at
+    # once, so a flood costs a refusal each rather than memory.
+    max_in_flight: int = 256
+    token: str | None = None  # a bearer token every endpoint but health asks for
+    # A request alone on the server runs on the event loop (no thread hop) when its
+    # model's calls usually take less than this; otherwise on the host's serving threads.
+    inline_under_s: float = 0.002
+    drain_timeout_s: float = 30.0  # on SIGTERM: how long in-flight requests may finish
+    # Where Prometheus metrics are served besides /metrics and TF Serving's default
+    # /monitoring/prometheus/metrics (a --monitoring_config_file path).
+    metrics_paths: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("rest_port", "grpc_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise InputError(f"{name} must be a port number (0-65535), got {port}")
+        if self.rest_port is None and self.grpc_port is None:
+            raise InputError("serve needs a REST port, a gRPC port, or both")
+        if self.max_body_bytes <= 0:
+            raise InputError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+        if self.max_in_flight <= 0:
+            raise InputError(f"max_in_flight must be positive, got {self.max_in_flight}")
+        if self.request_timeout_s is not None and self.request_timeout_s <= 0:
+            raise InputError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
+        if self.token is not None and not self.token:
+            raise InputError("token must not be empty")

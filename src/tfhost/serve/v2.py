@@ -1,0 +1,278 @@
+"""KServe V2 / Open Inference Protocol operations over the plane (with Triton's repository,
+model configuration and statistics extensions), and their REST routes. The gRPC service
+(``grpc_v2``) calls the same operations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tfhost.errors import InputError, NotFound, Unavailable
+from tfhost.fleet import PipelineHandle
+from tfhost.host import Handle
+from tfhost.serve.codecs import v2 as codec
+from tfhost.serve.plane import AnyHandle, Plane, VersionStats
+from tfhost.specs import DEFAULT_SIGNATURE, Format, SignatureSpec
+from tfhost.state import State
+
+REST = "v2_rest"
+GRPC = "v2_grpc"
+JSON = "application/json"
+
+# What ``signature_name`` in a request's parameters picks; V2 itself has no signatures.
+SIGNATURE_PARAMETER = "signature_name"
+
+# Triton's platform names, by the format tfhost opened.
+_PLATFORMS = {
+    Format.TF1_SAVED_MODEL: "tensorflow_savedmodel",
+    Format.TF2_SAVED_MODEL: "tensorflow_savedmodel",
+    Format.KERAS_SAVED_MODEL: "tensorflow_savedmodel",
+    Format.KERAS_EXPORT: "tensorflow_savedmodel",
+    Format.FROZEN_GRAPH: "tensorflow_graphdef",
+    Format.KERAS: "keras",
+    Format.KERAS_H5: "keras",
+}
+
+
+# Triton's model states, by tfhost's.
+_TRITON_STATES = {
+    State.START: "LOADING",
+    State.LOADING: "LOADING",
+    State.AVAILABLE: "READY",
+    State.FAILED: "UNAVAILABLE",
+    State.UNLOADING: "UNLOADING",
+    State.END: "UNAVAILABLE",
+}
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What the metadata and config routes say of one model."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    signature: SignatureSpec
+
+
+def parse_version(version: str | None) -> int | None:
+    if version is None or version == "":
+        return None
+    if not version.isdigit():
+        raise NotFound(f"version {version!r} is not a version number")
+    return int(version)
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+def ready(plane: Plane) -> bool:
+    return plane.fleet.settled()
+
+
+def model_ready(plane: Plane, name: str, version: int | None) -> bool:
+    infos = plane.fleet.host.status(name, version)
+    return any(info.state is State.AVAILABLE for info in infos)
+
+
+async def model_view(plane: Plane, name: str, version: int | None) -> ModelView:
+    handle = await plane.acquire(name, version)
+    try:
+        signature = handle.signatures.get(DEFAULT_SIGNATURE)
+        if signature is None:
+            raise NotFound(
+                f"model {name!r} has no {DEFAULT_SIGNATURE!r} signature (it has "
+                f"{sorted(handle.signatures)}); V2 serves a model's {DEFAULT_SIGNATURE}"
+            )
+        if isinstance(handle, PipelineHandle):
+            return ModelView(name, (), "tfhost_pipeline", signature)
+        infos = plane.fleet.host.status(name)
+        versions = tuple(str(i.version) for i in infos if i.state is State.AVAILABLE)
+        if version is not None:
+            versions = (str(version),)
+        (info,) = plane.fleet.host.status(name, handle.id.version)
+        platform = _PLATFORMS.get(info.format, "tensorflow") if info.format else "tensorflow"
+        return ModelView(name, versions, platform, signature)
+    finally:
+        handle.release()
+
+
+async def infer(
+    plane: Plane, protocol: str, name: str, version: int | None, call: codec.InferCall
+) -> tuple[str, Mapping[str, np.ndarray]]:
+    """Run an inference request; the version that answered (as a string) and the outputs
+    asked for (all of them when none were named)."""
+    with plane.admit(protocol, name) as ticket:
+        handle = await plane.acquire(name, version)
+        try:
+            ticket.serves(handle)
+            signature = call.parameters.get(SIGNATURE_PARAMETER, DEFAULT_SIGNATURE)
+            if not isinstance(signature, str):
+                raise InputError(f"parameter {SIGNATURE_PARAMETER!r} must be a string")
+            checked = handle.check(call.inputs, signature)
+            outputs = await plane.run(ticket, handle, checked)
+            if call.outputs:
+                missing = [o for o in call.outputs if o not in outputs]
+                if missing:
+                    raise InputError(
+                        f"model {name!r} has no output {missing[0]!r}; it has {sorted(outputs)}"
+                    )
+                outputs = {o: outputs[o] for o in call.outputs}
+            return _version_of(handle), outputs
+        finally:
+            handle.release()
+
+
+def statistics(plane: Plane, name: str | None, version: int | None) -> list[codec.Statistics]:
+    stats = plane.stats()
+    if name is not None:
+        plane.fleet.host.status(name, version)  # NotFound for an unknown model
+    chosen = []
+    for (model, number), record in sorted(stats.items()):
+        if name is not None and model != name:
+            continue
+        if version is not None and number != version:
+            continue
+        chosen.append(_statistics(model, number, record))
+    if name is not None and not chosen:
+        for info in plane.fleet.host.status(name, version):
+            chosen.append(_statistics(info.name, info.version, VersionStats()))
+    return chosen
+
+
+def _statistics(model: str, version: int, record: VersionStats) -> codec.Statistics:
+    return codec.Statistics(model=model, version=str(version), **vars(record))
+
+
+def repository_index(plane: Plane, ready_only: bool) -> list[codec.RepositoryEntry]:
+    fleet = plane.fleet
+    entries = []
+    seen = set()
+    for info in fleet.models():
+        seen.add(info.name)
+        if ready_only and info.state is not State.AVAILABLE:
+            continue
+        entries.append(
+            codec.RepositoryEntry(
+                name=info.name,
+                version=str(info.version),
+                state=_TRITON_STATES[info.state],
+                reason=info.error or "",
+            )
+        )
+    if not ready_only:
+        held = fleet.held()
+        for name in fleet.configured():
+            if name not in seen:
+                reason = "unloaded" if name in held else "not loaded"
+                entries.append(codec.RepositoryEntry(name, "", "UNAVAILABLE", reason))
+    return entries
+
+
+def _version_of(handle: AnyHandle) -> str:
+    return str(handle.id.version) if isinstance(handle, Handle) else ""
+
+
+# -- REST -------------------------------------------------------------------------------------
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(value), status, media_type=JSON)
+
+
+def _name_version(request: Request) -> tuple[str, int | None]:
+    return request.path_params["name"], parse_version(request.path_params.get("version"))
+
+
+async def server_metadata(plane: Plane, request: Request) -> Response:
+    return _json(codec.server_metadata())
+
+
+async def live(plane: Plane, request: Request) -> Response:
+    return _json({"live": True})
+
+
+async def ready_route(plane: Plane, request: Request) -> Response:
+    if ready(plane):
+        return _json({"ready": True})
+    return _json({"ready": False, "error": "models are still loading"}, 503)
+
+
+async def model_metadata(plane: Plane, request: Request) -> Response:
+    name, version = _name_version(request)
+    view = await model_view(plane, name, version)
+    return _json(codec.model_metadata(view.name, view.versions, view.platform, view.signature))
+
+
+async def model_ready_route(plane: Plane, request: Request) -> Response:
+    name, version = _name_version(request)
+    if model_ready(plane, name, version):
+        return _json({"name": name, "ready": True})
+    raise Unavailable(f"model {name!r} is not ready")
+
+
+async def model_config(plane: Plane, request: Request) -> Response:
+    name, version = _name_version(request)
+    view = await model_view(plane, name, version)
+    return _json(codec.model_config(view.name, view.signature, platform=view.platform))
+
+
+async def stats(plane: Plane, request: Request) -> Response:
+    name = request.path_params.get("name")
+    version = parse_version(request.path_params.get("version"))
+    return _json(codec.model_statistics(statistics(plane, name, version)))
+
+
+async def infer_route(plane: Plane, request: Request) -> Response:
+    from tfhost.serve.rest import read_body
+
+    name, version = _name_version(request)
+    body = await read_body(request, plane.settings.max_body_bytes)
+    header = request.headers.get("inference-header-content-length")
+    header_length = None
+    if header is not None:
+        try:
+            header_length = int(header)
+        except ValueError:
+            raise InputError(
+                f"Inference-Header-Content-Length is not a number: {header!r}"
+            ) from None
+    call = codec.decode_infer_request(body, header_length)
+    answered, outputs = await infer(plane, REST, name, version, call)
+    content, length = codec.encode_infer_response(name, answered, call, outputs)
+    if length is None:
+        return Response(content, media_type=JSON)
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(length)},
+    )
+
+
+async def repository_index_route(plane: Plane, request: Request) -> Response:
+    from tfhost.serve.rest import json_body, read_body
+
+    body = await read_body(request, plane.settings.max_body_bytes)
+    ready_only = False
+    if body.strip():
+        parsed = json_body(body)
+        if not isinstance(parsed, dict):
+            raise InputError("the repository index request must be a JSON object")
+        ready_only = bool(parsed.get("ready", False))
+    return _json(codec.repository_index(repository_index(plane, ready_only)))
+
+
+async def repository_load(plane: Plane, request: Request) -> Response:
+    await asyncio.to_thread(plane.fleet.load_model, request.path_params["name"])
+    return _json({})
+
+
+async def repository_unload(plane: Plane, request: Request) -> Response:
+    await asyncio.to_thread(plane.fleet.unload_model, request.path_params["name"])
+    return _json({})

@@ -1,0 +1,196 @@
+"""``tfhost serve`` under bad input and pressure: tokens, body and concurrency limits,
+timeouts, SIGTERM drains, TF Serving's one-model command line, broken models."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as triton_grpc
+from tritonclient.utils import InferenceServerException
+
+from tests.serve_support import TF_SERVING_DATA, ServerProcess
+
+TOKEN = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory, toolbox: Path) -> Iterator[ServerProcess]:
+    """A server with a token, a 1 KiB body limit, 2 requests in flight and 1 s timeouts."""
+    repo = tmp_path_factory.mktemp("guarded") / "models"
+    shutil.copytree(toolbox, repo / "toolbox" / "1")
+    shutil.copytree(TF_SERVING_DATA / "saved_model_half_plus_two_cpu", repo / "half_plus_two")
+    # A corrupt model beside them: its load fails, the others serve.
+    (repo / "broken" / "1").mkdir(parents=True)
+    (repo / "broken" / "1" / "saved_model.pb").write_bytes(b"not a protobuf")
+    args = [str(repo), "--token", TOKEN, "--max-body", "1KiB", "--max-in-flight", "2"]
+    with ServerProcess([*args, "--rest_api_timeout_in_ms=1000"]) as process:
+        yield process
+        assert process.terminate() == 0, process.log()
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_every_endpoint_but_health_needs_the_token(guarded: ServerProcess) -> None:
+    with httpx.Client(base_url=guarded.rest, timeout=30) as client:
+        for path in ("/v1/models/half_plus_two", "/v2/models/toolbox", "/metrics", "/"):
+            refused = client.get(path)
+            assert refused.status_code == 401, path
+            assert "bearer token" in refused.json()["error"]
+            assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert client.get(path, headers=_auth()).status_code == 200, path
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.get("/v2/health/ready").status_code == 200
+    triton = triton_grpc.InferenceServerClient(guarded.grpc)
+    assert triton.is_server_live()
+    with pytest.raises(InferenceServerException, match="bearer token"):
+        triton.get_model_metadata("toolbox")
+    # gRPC metadata keys are lowercase.
+    metadata = triton.get_model_metadata("toolbox", headers={"authorization": f"Bearer {TOKEN}"})
+    assert metadata.name == "toolbox"
+
+
+def test_a_huge_body_is_413_and_the_server_keeps_serving(guarded: ServerProcess) -> None:
+    with httpx.Client(base_url=guarded.rest, timeout=30, headers=_auth()) as client:
+        huge = {"instances": [1.0] * 1000}
+        answer = client.post("/v1/models/half_plus_two:predict", json=huge)
+        assert answer.status_code == 413
+        assert "over the limit of 1024" in answer.json()["error"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            yield b'{"instances": ['
+            for _ in range(500):
+                yield b"1.0, "
+            yield b"1.0]}"
+
+        answer = client.post("/v1/models/half_plus_two:predict", content=chunks())
+        assert answer.status_code == 413
+        ok = client.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
+        assert ok.json() == {"predictions": [2.5]}
+
+
+def test_past_max_in_flight_requests_are_refused_at_once(guarded: ServerProcess) -> None:
+    # The toolbox's sleep takes twice its argument, and its calls take turns.
+    body = {"signature_name": "sleep", "inputs": 0.1}
+
+    def call(_: int) -> int:
+        with httpx.Client(base_url=guarded.rest, timeout=30, headers=_auth()) as client:
+            return client.post("/v1/models/toolbox:predict", json=body).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(call, range(6)))
+    assert codes.count(200) >= 2
+    assert codes.count(503) >= 1
+    assert set(codes) <= {200, 503}
+
+
+def test_a_slow_call_answers_504_at_the_timeout(guarded: ServerProcess) -> None:
+    with httpx.Client(base_url=guarded.rest, timeout=30, headers=_auth()) as client:
+        started = time.monotonic()
+        body = {"signature_name": "sleep", "inputs": 2.0}  # sleeps 4 s
+        answer = client.post("/v1/models/toolbox:predict", json=body)
+        took = time.monotonic() - started
+        assert answer.status_code == 504, answer.text
+        assert took < 3
+        assert "timeout" in answer.json()["error"]
+
+
+def test_a_broken_model_fails_alone(guarded: ServerProcess) -> None:
+    with httpx.Client(base_url=guarded.rest, timeout=30, headers=_auth()) as client:
+        status = client.get("/v1/models/broken").json()
+        (version,) = status["model_version_status"]
+        assert version["status"]["error_code"] != "OK"
+        assert version["status"]["error_message"]
+        answer = client.post("/v1/models/broken:predict", json={"instances": [1.0]})
+        assert answer.status_code in (400, 503), answer.text
+        escape = client.post("/v1/models/..%2F..%2Fetc:predict", json={"instances": [1.0]})
+        assert escape.status_code in (400, 404)
+        assert "error" in escape.json()
+        ok = client.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
+        assert ok.json() == {"predictions": [2.5]}
+
+
+def test_tf_servings_own_command_line(tmp_path: Path) -> None:
+    """``tensorflow_model_server --port --rest_api_port --model_name --model_base_path``
+    with only the binary's name changed (ports 0: the OS picks)."""
+    base = tmp_path / "hp3"
+    shutil.copytree(TF_SERVING_DATA / "saved_model_half_plus_three", base)
+    args = [
+        "--port=0",
+        "--rest_api_port=0",
+        "--model_name=hp3",
+        f"--model_base_path={base}",
+        "--enable_model_warmup=true",
+        "--file_system_poll_wait_seconds=1",
+    ]
+    with ServerProcess(args) as process:
+        with httpx.Client(base_url=process.rest, timeout=30) as client:
+            answer = client.post("/v1/models/hp3:predict", json={"instances": [1.0, 2.0]})
+            assert answer.json() == {"predictions": [3.5, 4.0]}
+        with grpc.insecure_channel(process.grpc) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        assert process.terminate() == 0
+
+
+def test_an_unsupported_tf_serving_flag_is_refused_by_name(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tfhost.cli", "serve", str(tmp_path), "--ssl_config_file=x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--ssl_config_file" in done.stderr
+    assert "TLS" in done.stderr
+
+
+def test_sigterm_drains_requests_in_flight(tmp_path: Path, toolbox: Path) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(toolbox, repo / "toolbox" / "1")
+    with ServerProcess([str(repo)]) as process:
+        codes: list[int] = []
+
+        def slow() -> None:
+            with httpx.Client(base_url=process.rest, timeout=30) as client:
+                body = {"signature_name": "sleep", "inputs": 1.0}  # sleeps 2 s
+                codes.append(client.post("/v1/models/toolbox:predict", json=body).status_code)
+
+        caller = threading.Thread(target=slow)
+        caller.start()
+        time.sleep(0.5)
+        assert process.terminate() == 0, process.log()
+        caller.join()
+        assert codes == [200]
+        with pytest.raises(httpx.ConnectError), httpx.Client(base_url=process.rest) as client:
+            client.get("/v2/health/live")
+
+
+def test_concurrent_requests_get_their_own_answers(guarded: ServerProcess) -> None:
+    x = np.arange(6, dtype=np.float32)
+
+    def call(i: int) -> tuple[int, list[float]]:
+        with httpx.Client(base_url=guarded.rest, timeout=30, headers=_auth()) as client:
+            for _ in range(20):
+                answer = client.post(
+                    "/v1/models/half_plus_two:predict", json={"instances": (x + i).tolist()}
+                )
+                if answer.status_code == 503:  # over max_in_flight: try again
+                    continue
+                return i, answer.json()["predictions"]
+        raise AssertionError("never admitted")
+
+    with ThreadPoolExecutor(4) as pool:
+        for i, predictions in pool.map(call, range(8)):
+            np.testing.assert_allclose(predictions, (x + i) / 2 + 2)
