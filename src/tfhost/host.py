@@ -54,7 +54,7 @@ from tfhost.errors import (
 )
 from tfhost.formats.detect import resolve_version
 from tfhost.settings import HostSettings, WorkerSettings
-from tfhost.specs import DEFAULT_SIGNATURE, Format, LoadOptions, SignatureSpec
+from tfhost.specs import DEFAULT_SIGNATURE, Format, LoadOptions, SignatureSpec, Warmup
 from tfhost.state import Event, State, VersionId, check_transition
 from tfhost.validation import check_inputs
 
@@ -364,7 +364,7 @@ class Host:
         group: str | None = None,
         worker: WorkerSettings | None = None,
         prepare: Prepare | None = None,
-        warmup: bool = True,
+        warmup: Warmup = True,
         **format_options: Any,
     ) -> ModelInfo:
         """Load the artifact at ``path`` as ``name``; return once it is AVAILABLE.
@@ -375,7 +375,8 @@ class Host:
         it is published AVAILABLE (a warm-up, a check), and again after every restart;
         if it raises, the load fails with its error. A SavedModel's own warm-up requests
         (TF Serving's ``assets.extra/tf_serving_warmup_requests``) are replayed before
-        that, unless ``warmup=False``.
+        that, unless ``warmup=False``; ``warmup="synthetic"`` instead calls
+        ``serving_default`` once on zeros shaped by its signature.
 
         Raises the load's error (FormatError, LoadError, ...) after recording the
         version as FAILED; every other model keeps serving.
@@ -389,8 +390,12 @@ class Host:
             )
         if group is not None and not isinstance(group, str):
             raise InputError(f"model {name!r}: group= takes a name, got {group!r}")
+        if warmup not in (True, False, "synthetic"):
+            raise InputError(
+                f"model {name!r}: warmup= takes True, False or 'synthetic', got {warmup!r}"
+            )
         options = LoadOptions(
-            dict(custom_objects or {}), tuple(preload), dict(format_options), bool(warmup)
+            dict(custom_objects or {}), tuple(preload), dict(format_options), warmup
         )
         path = Path(path)
         if not path.exists():

@@ -9,7 +9,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # The signature a request names when it names none (TensorFlow Serving's default key).
 DEFAULT_SIGNATURE = "serving_default"
@@ -76,6 +76,11 @@ class Artifact:
     versions: tuple[int, ...] = ()
 
 
+# How a version is warmed up before it serves: its TF Serving warm-up records (True),
+# none (False), or one call on inputs made from its signature ("synthetic").
+Warmup = bool | Literal["synthetic"]
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to open an artifact, beyond its format.
@@ -88,5 +93,6 @@ class LoadOptions:
     custom_objects: Mapping[str, Any] = field(default_factory=dict)
     preload: tuple[str, ...] = ()
     format_options: Mapping[str, Any] = field(default_factory=dict)
-    # Replay TF Serving's assets.extra/tf_serving_warmup_requests, when there, before serving.
-    warmup: bool = True
+    # Replay TF Serving's assets.extra/tf_serving_warmup_requests, when there, before
+    # serving; "synthetic": one call of serving_default on inputs made from its signature.
+    warmup: Warmup = True

@@ -44,6 +44,7 @@ from tfhost.errors import InputError
 from tfhost.formats.options import FORMAT_OPTIONS
 from tfhost.host import check_model_name
 from tfhost.settings import WorkerSettings
+from tfhost.specs import Warmup
 
 TOML_FILE = "tfhost.toml"
 MODELS_CONFIG_FILE = "models.config"
@@ -178,7 +179,7 @@ class ModelConfig:
     format_options: Mapping[str, Any] = field(default_factory=dict)
     lazy: bool = False
     pinned: bool = False
-    warmup: bool = True
+    warmup: Warmup = True
     worker: WorkerSettings | None = None
 
     def __post_init__(self) -> None:
@@ -221,7 +222,11 @@ class ModelConfig:
         for option in self.format_options:
             if option not in FORMAT_OPTION_NAMES:
                 raise ConfigError(_unknown(option, FORMAT_OPTION_NAMES), key="format_options")
-        for flag in ("lazy", "pinned", "warmup"):
+        if self.warmup not in (True, False, "synthetic"):
+            raise ConfigError(
+                f'must be true, false or "synthetic", got {self.warmup!r}', key="warmup"
+            )
+        for flag in ("lazy", "pinned"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"must be true or false, got {getattr(self, flag)!r}", key=flag)
         if self.worker is not None and not isinstance(self.worker, WorkerSettings):
@@ -670,6 +675,8 @@ class _Toml:
                 values[name] = self.custom_objects(value, key)
             elif name == "preload":
                 values[name] = self.preload(value, key)
+            elif name == "warmup" and value == "synthetic":
+                values[name] = value
             elif name in ("lazy", "pinned", "warmup"):
                 values[name] = self.boolean(value, key)
             elif name == "worker":

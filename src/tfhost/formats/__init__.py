@@ -33,11 +33,11 @@ def load(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
     LoadError, and InputError for a format option the format does not take
     (formats/options.py)."""
     servable = _open(name, artifact, options)
-    if options.warmup and artifact.path.is_dir():
+    if options.warmup and (artifact.path.is_dir() or options.warmup == "synthetic"):
         from tfhost.formats.warmup import warm_up
 
         try:
-            warm_up(name, artifact.path, servable)
+            warm_up(name, artifact.path, servable, options.warmup)
         except BaseException:
             servable.close()
             raise

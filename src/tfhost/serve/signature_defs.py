@@ -72,7 +72,7 @@ def signature_defs(info: ModelInfo) -> dict[str, Any]:
     ``tensorflow/serving/predict``. The messages may be shared with the cache: read them,
     do not change them.
     """
-    saved = _saved_signature_defs(info.path) if info.format in _SAVED_MODEL_FORMATS else None
+    saved = saved_signature_defs(info.path) if info.format in _SAVED_MODEL_FORMATS else None
     out: dict[str, Any] = {}
     for key in sorted(info.signatures):
         found = None if saved is None else saved.get(key)
@@ -115,7 +115,7 @@ def _saved_model_file(path: Path) -> Path | None:
     return None
 
 
-def _saved_signature_defs(path: Path) -> Mapping[str, Any] | None:
+def saved_signature_defs(path: Path) -> Mapping[str, Any] | None:
     found = _saved_model_file(path)
     if found is None:
         return None
