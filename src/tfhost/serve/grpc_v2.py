@@ -1,7 +1,7 @@
 """The KServe V2 gRPC service (``inference.GRPCInferenceService``, with Triton's repository,
 configuration and statistics calls) on the plane; the protos are the ones tritonclient
-ships. Calls Triton has and tfhost does not (shared memory, trace and log settings) answer
-UNIMPLEMENTED, as the generated base class does."""
+ships. Calls Triton has and tfhost does not (streaming, shared memory, trace and log
+settings) answer UNIMPLEMENTED."""
 
 from __future__ import annotations
 
@@ -100,3 +100,28 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             return service_pb2.RepositoryModelUnloadResponse()
 
         return await answer(context, unload(), "RepositoryModelUnload")
+
+
+def _unimplemented(method: str) -> Any:
+    async def refuse(
+        self: InferenceService, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served by tfhost")
+
+    return refuse
+
+
+# Triton's calls tfhost has no use for: UNIMPLEMENTED, as the generated base class says,
+# but without its NotImplementedError (and the traceback grpc logs for it) on every call.
+for _method in (
+    "ModelStreamInfer",
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
+    "CudaSharedMemoryStatus",
+    "CudaSharedMemoryRegister",
+    "CudaSharedMemoryUnregister",
+    "TraceSetting",
+    "LogSettings",
+):
+    setattr(InferenceService, _method, _unimplemented(_method))

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -110,6 +110,9 @@ def build_app(plane: Plane) -> ASGIApp:
         routes=routes,
         exception_handlers={404: _not_found, 405: _not_allowed},
     )
+    # A redirect (/v2/ -> /v2) would be an answer without a JSON error, aimed at
+    # whatever the Host header says.
+    app.router.redirect_slashes = False
     app.state.plane = plane
     if plane.settings.token is None:
         return app
@@ -126,15 +129,20 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise InputError(f"Content-Length is not a number: {length!r}") from None
         if size > limit:
             raise BodyTooLarge(f"request body of {size} bytes is over the limit of {limit}")
-        return await request.body()
-    chunks = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        if length is not None:
+            return await request.body()
+        chunks = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except ClientDisconnect:
+        # Nobody will read the answer; an error, so nothing runs and nothing is logged.
+        raise InputError("the client went away before sending the whole body") from None
 
 
 # -- TensorFlow Serving ---------------------------------------------------------------------

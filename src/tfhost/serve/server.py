@@ -144,10 +144,11 @@ class Server:
 
     async def _grpc_start(self) -> int:
         limit = self.settings.max_body_bytes
+        guards: list[grpc.aio.ServerInterceptor] = [MalformedInterceptor()]
+        if self.settings.token is not None:
+            guards.insert(0, BearerInterceptor(self.settings.token))
         server = grpc.aio.server(
-            interceptors=[]
-            if self.settings.token is None
-            else [BearerInterceptor(self.settings.token)],
+            interceptors=guards,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", -1),
@@ -214,6 +215,60 @@ class BearerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if not hmac.compare_digest(str(given), self._expected):
                 return self._refusal
         return await continuation(details)
+
+
+class _Malformed:
+    """What a request that does not parse as its message becomes, for the call to refuse."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class MalformedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """A request whose bytes are not its message is INVALID_ARGUMENT, as TF Serving and
+    Triton answer it (grpc.aio itself answers UNKNOWN and logs a traceback)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Any] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = self._handlers.get(details.method)
+        if handler is not None:
+            return handler
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        guarded = _guarded(handler)
+        self._handlers[details.method] = guarded
+        return guarded
+
+
+def _guarded(handler: Any) -> Any:
+    parse = handler.request_deserializer
+    behaviour = handler.unary_unary
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # DecodeError, or any parser's surprise
+            return _Malformed(f"{type(exc).__name__}: {exc}")
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}"
+            )
+        return await behaviour(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=deserialize, response_serializer=handler.response_serializer
+    )
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -64,7 +64,7 @@ class ModelView:
 def parse_version(version: str | None) -> int | None:
     if version is None or version == "":
         return None
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):  # not "²": int() refuses it
         raise NotFound(f"version {version!r} is not a version number")
     return int(version)
 

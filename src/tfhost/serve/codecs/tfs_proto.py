@@ -290,6 +290,9 @@ def _shape(proto: Any) -> tuple[int, ...]:
     return dims
 
 
+MAX_FILLED_BYTES = 256 << 20
+
+
 def tensor_to_array(proto: Any) -> np.ndarray:
     """A ``tensorflow.TensorProto`` as a numpy array, as ``Tensor::FromProto`` reads it.
 
@@ -310,7 +313,10 @@ def tensor_to_array(proto: Any) -> np.ndarray:
         raise InputError(f"Unsupported tensor dtype: {data_type_name(row.enum)}")
     count = math.prod(shape)
     if count == 0:
-        return np.empty(shape, row.numpy)
+        try:
+            return np.empty(shape, row.numpy)
+        except ValueError:  # an empty shape numpy still cannot index ([0, 2**63 - 1])
+            raise InputError(f"Shape {_shape_text(shape)} is too large") from None
     content = proto.tensor_content
     if content:
         if row is _STRING:
@@ -325,6 +331,15 @@ def tensor_to_array(proto: Any) -> np.ndarray:
     if row.field is None:
         raise InputError(
             f"Unsupported tensor dtype without tensor_content: {data_type_name(row.enum)}"
+        )
+    # The fill rule makes a few bytes on the wire a tensor of any size: refused past a
+    # bound, so one request cannot take the host's memory.
+    itemsize = 8 if row is _STRING else row.numpy.itemsize
+    if count * itemsize > MAX_FILLED_BYTES:
+        raise InputError(
+            f"{data_type_name(row.enum)} {_shape_text(shape)} would take "
+            f"{count * itemsize} bytes, over the limit of {MAX_FILLED_BYTES} for a tensor "
+            f"filled from its typed values"
         )
     if row is _STRING:
         return _fill_strings(list(proto.string_val), count, shape)
