@@ -978,6 +978,7 @@ def info_of(
     version: int = 123,
     state: State = State.AVAILABLE,
     error: str | None = None,
+    error_code: Code | None = None,
 ) -> ModelInfo:
     specs = (
         signatures
@@ -992,6 +993,7 @@ def info_of(
         path=path,
         format=fmt,
         error=error,
+        error_code=error_code,
         signatures=specs,
     )
 
@@ -1540,19 +1542,19 @@ def test_status_json_as_http_rest_api_handler_test(host: Host) -> None:
 
 def test_status_states_and_failed_loads() -> None:
     infos = [
-        info_of(DATA, None, [], version=v, state=s, error=e)
-        for v, s, e in [
-            (1, State.START, None),
-            (2, State.LOADING, None),
-            (3, State.AVAILABLE, None),
-            (4, State.UNLOADING, None),
-            (5, State.END, None),
-            (6, State.FAILED, "Op type not registered 'Foo'"),
-            (7, State.FAILED, "worker died"),
-            (8, State.LOADING, "the last try failed"),  # retrying: loading, no error yet
+        info_of(DATA, None, [], version=v, state=s, error=e, error_code=c)
+        for v, s, e, c in [
+            (1, State.START, None, None),
+            (2, State.LOADING, None, None),
+            (3, State.AVAILABLE, None, None),
+            (4, State.UNLOADING, None, None),
+            (5, State.END, None, None),
+            (6, State.FAILED, "Op type not registered 'Foo'", Code.FAILED_PRECONDITION),
+            (7, State.FAILED, "worker died", None),
+            (8, State.LOADING, "the last try failed", None),  # retrying: no error yet
         ]
     ]
-    response = sd.status_response(infos, codes={6: Code.FAILED_PRECONDITION})
+    response = sd.status_response(infos)
     states = get_model_status_pb2.ModelVersionStatus.State
     got = [
         (s.version, states.Name(s.state), s.status.error_code, s.status.error_message)

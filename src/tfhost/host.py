@@ -44,6 +44,7 @@ import numpy as np
 from tfhost.cells import Cell, Isolation, open_cell
 from tfhost.errors import (
     AlreadyExists,
+    Code,
     DeadlineExceeded,
     InputError,
     InternalError,
@@ -107,6 +108,7 @@ class ModelInfo:
     path: Path
     format: Format | None = None
     error: str | None = None
+    error_code: Code | None = None  # the failure's kind, where ``error`` says what it was
     signatures: Mapping[str, SignatureSpec] = field(default_factory=dict)
     group: str | None = None
     handles: int = 0
@@ -124,6 +126,7 @@ class ModelInfo:
             "path": str(self.path),
             "format": None if self.format is None else self.format.value,
             "error": self.error,
+            "error_code": None if self.error_code is None else self.error_code.value,
             "signatures": {k: v.to_dict() for k, v in self.signatures.items()},
             "group": self.group,
             "handles": self.handles,
@@ -207,6 +210,7 @@ class _Version:
             path=self.path,
             format=self.format,
             error=None if self.error is None else str(self.error),
+            error_code=None if self.error is None else self.error.code,
             signatures=dict(self.signatures),
             group=self.group,
             handles=self.refs,

@@ -286,12 +286,10 @@ _STATE_NAMES: Final = {
 }
 
 
-def status_response(infos: Sequence[ModelInfo], codes: Mapping[int, Code] | None = None) -> Any:
+def status_response(infos: Sequence[ModelInfo]) -> Any:
     """``GetModelStatusResponse``: one ModelVersionStatus per version, newest first (the
     state monitor's order), each with its state and ``status`` (``ToStatusProto``: OK and
-    no message, or a failed version's error). ``codes`` gives a failed version's error
-    code by version; without it the code is UNKNOWN (``ModelInfo`` keeps the message
-    only)."""
+    no message, or a failed version's error code and message)."""
     from tensorflow_serving.apis import get_model_status_pb2
 
     response = get_model_status_pb2.GetModelStatusResponse()
@@ -302,8 +300,7 @@ def status_response(infos: Sequence[ModelInfo], codes: Mapping[int, Code] | None
         entry.state = states.Value(_STATE_NAMES[info.state])
         entry.status.SetInParent()
         if info.state in (State.FAILED, State.END) and info.error is not None:
-            code = (codes or {}).get(info.version)
-            entry.status.error_code = _error_code(code)
+            entry.status.error_code = _error_code(info.error_code)
             entry.status.error_message = info.error
     return response
 
@@ -319,7 +316,6 @@ def _error_code(code: Code | None) -> int:
 def model_status(
     lookup: Callable[[str, int | None], Sequence[ModelInfo]],
     request: Any,
-    codes: Mapping[int, Code] | None = None,
 ) -> Any:
     """``GetModelStatusImpl::GetModelStatus``: ``lookup(name, version)`` (e.g.
     ``Host.status``) gives the versions; the request's version, when set, picks one (a
@@ -338,7 +334,7 @@ def model_status(
             raise NotFound(f"Could not find version {version} of model {spec.name}")
     elif not infos:
         raise NotFound(f"Could not find any versions of model {spec.name}")
-    return status_response(infos, codes)
+    return status_response(infos)
 
 
 def status_json(response: Any) -> bytes:
