@@ -80,6 +80,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
 
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def status() -> Any:
+            if not request.HasField("model_spec"):  # GetModelStatusImpl's first check
+                raise InputError("Missing ModelSpec")
             return tfs.status(self._plane, tfs.spec_of(request.model_spec))
 
         return await answer(context, status(), "GetModelStatus")

@@ -45,8 +45,11 @@ _OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 
 
 def build_app(plane: Plane) -> ASGIApp:
+    tfs_route = Route("/v1/{rest:path}", functools.partial(_tfs, plane), methods=["GET", "POST"])
+    # TensorFlow Serving's kPathRegex is "(?i)/v1/.*": /V1/MODELS/... reaches it too.
+    tfs_route.path_regex = re.compile(tfs_route.path_regex.pattern, re.IGNORECASE)
     routes = [
-        Route("/v1/{rest:path}", functools.partial(_tfs, plane), methods=["GET", "POST"]),
+        tfs_route,
         Route("/v2", _v2(plane, v2_api.server_metadata), methods=["GET"]),
         Route("/v2/health/live", _v2(plane, v2_api.live), methods=["GET"]),
         Route("/v2/health/ready", _v2(plane, v2_api.ready_route), methods=["GET"]),

@@ -42,6 +42,9 @@ def model_spec(name: str, version: str | int | None, label: str | None) -> Spec:
             number = int(version)
         except ValueError:
             raise InputError(f"Failed to convert version: {version} to numeric.") from None
+        # TensorFlow Serving's absl::SimpleAtoi into an int64: past 2**63 - 1 it fails too.
+        if number >= 2**63:
+            raise InputError(f"Failed to convert version: {version} to numeric.")
     return Spec(name, number, label or None)
 
 
@@ -53,6 +56,21 @@ def spec_of(proto: Any) -> Spec:
     if choice == "version_label":
         return model_spec(proto.name, None, proto.version_label)
     return Spec(proto.name)
+
+
+async def _acquire(plane: Plane, spec: Spec) -> AnyHandle:
+    """The plane's handle on the servable ``spec`` asks for; one it does not have is
+    NOT_FOUND with TensorFlow Serving's text (basic_manager.cc GetUntypedServableHandle:
+    "Servable not found for request: Latest(m)" / "Specific(m, 7)"), which clients and
+    TF Serving's own test harness (WaitForServerReady) look for."""
+    try:
+        return await plane.acquire(spec.name, spec.version, spec.label)
+    except NotFound:
+        version = spec.version
+        if version is None and spec.label is not None:
+            version = plane.fleet.labels(spec.name).get(spec.label)
+        request = f"Latest({spec.name})" if version is None else f"Specific({spec.name}, {version})"
+        raise NotFound(f"Servable not found for request: {request}") from None
 
 
 def _inputs_of(handle: AnyHandle, signature: str) -> Mapping[str, TensorSpec]:
@@ -70,7 +88,7 @@ def _inputs_of(handle: AnyHandle, signature: str) -> Mapping[str, TensorSpec]:
 
 async def predict_rest(plane: Plane, spec: Spec, body: bytes) -> bytes:
     with plane.admit(REST, spec.name) as ticket:
-        handle = await plane.acquire(spec.name, spec.version, spec.label)
+        handle = await _acquire(plane, spec)
         try:
             ticket.serves(handle)
             call = tfs_json.decode_predict_request(body, lambda sig: _inputs_of(handle, sig))
@@ -84,7 +102,7 @@ async def predict_rest(plane: Plane, spec: Spec, body: bytes) -> bytes:
 async def predict_grpc(plane: Plane, request: Any) -> Any:
     spec = spec_of(request.model_spec)
     with plane.admit(GRPC, spec.name) as ticket:
-        handle = await plane.acquire(spec.name, spec.version, spec.label)
+        handle = await _acquire(plane, spec)
         try:
             ticket.serves(handle)
             signature, inputs, output_filter = tfs_proto.decode_predict_request(request)
@@ -115,7 +133,7 @@ async def _on_examples(
     signatures through ``run``, on a thread (TensorFlow Serving's tf.Example path is not
     the hot path)."""
     with plane.admit(protocol, spec.name) as ticket:
-        handle = await plane.acquire(spec.name, spec.version, spec.label)
+        handle = await _acquire(plane, spec)
         try:
             ticket.serves(handle)
             defs = signature_defs.signature_defs(_info(plane, handle))
@@ -190,7 +208,7 @@ METHODS: dict[str, Callable[[Plane, Spec, bytes], Awaitable[bytes]]] = {
 async def metadata(plane: Plane, spec: Spec) -> Any:
     """GetModelMetadataResponse (signature_def): loads a lazy model, as TF Serving's
     metadata needs a loaded servable."""
-    handle = await plane.acquire(spec.name, spec.version, spec.label)
+    handle = await _acquire(plane, spec)
     try:
         info = _info(plane, handle)
         defs = signature_defs.signature_defs(info)
@@ -211,7 +229,15 @@ def status(plane: Plane, spec: Spec) -> Any:
         if spec.label not in labels:
             raise NotFound(f"Unrecognized servable version label: {spec.label}")
         version = labels[spec.label]
-    infos = plane.fleet.host.status(spec.name, version)
+    # GetModelStatusImpl's NOT_FOUND texts (get_model_status_impl.cc).
+    try:
+        infos = plane.fleet.host.status(spec.name, version)
+    except NotFound:
+        infos = []
+    if not infos:
+        if version is None:
+            raise NotFound(f"Could not find any versions of model {spec.name}")
+        raise NotFound(f"Could not find version {version} of model {spec.name}")
     return signature_defs.status_response(infos)
 
 
