@@ -79,11 +79,14 @@ def test_tfs_rest_versions_and_labels_reach_their_version(rest: httpx.Client) ->
         answer = rest.post(f"/v1/models/half_plus_two_2_versions{path}:predict", json=body)
         assert answer.status_code == 200, (path, answer.text)
         assert answer.json() == {"predictions": [3.0]}
-    status = rest.get("/v1/models/half_plus_two_2_versions/labels/canary").json()
+    status = rest.get("/v1/models/half_plus_two_2_versions/versions/124").json()
     assert [s["version"] for s in status["model_version_status"]] == ["124"]
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
     both = rest.get("/v1/models/half_plus_two_2_versions").json()
     assert sorted(s["version"] for s in both["model_version_status"]) == ["123", "124"]
+    # TF Serving's status ignores a label: every version.
+    labelled = rest.get("/v1/models/half_plus_two_2_versions/labels/canary").json()
+    assert labelled == both
 
 
 def test_tfs_rest_errors_are_tf_servings(rest: httpx.Client) -> None:
@@ -92,6 +95,7 @@ def test_tfs_rest_errors_are_tf_servings(rest: httpx.Client) -> None:
         ("POST", "/v1/models/half_plus_two/versions/99:predict", {"instances": [1]}, 404, "99"),
         ("GET", "/v1/models", None, 400, "Missing model name"),
         ("GET", "/v1/models/foo:predict", None, 400, "Malformed request"),
+        ("PUT", "/v1/models/half_plus_two:predict", None, 400, "Malformed request: PUT"),
         ("POST", "/v1/models/foo/version/50:regress", None, 400, "Malformed request"),
         (
             "POST",

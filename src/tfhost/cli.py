@@ -551,15 +551,16 @@ def serve(
         typer.Option(
             "--poll-seconds",
             "--file_system_poll_wait_seconds",
-            help="How often to look at the repository (and the config file) for changes.",
+            help="How often to look at the repository (and the config file) for changes; "
+            "0: once, at start.",
         ),
     ] = 2.0,
     config_poll_seconds: Annotated[
         float | None,
         typer.Option(
             "--model_config_file_poll_wait_seconds",
-            help="How often to re-read the config file (the fleet reads config and "
-            "repository together, at the shorter of the two intervals).",
+            help="How often to re-read the config file; 0: once, at start (the fleet reads "
+            "config and repository together, at the shorter of the two intervals).",
         ),
     ] = None,
     model_config_file: Annotated[
@@ -633,9 +634,8 @@ def serve(
         host=host,
         rest_port=None if no_rest else rest_port,
         grpc_port=None if no_grpc else grpc_port,
-        poll_seconds=poll_seconds
-        if config_poll_seconds is None
-        else min(poll_seconds, config_poll_seconds),
+        poll_seconds=poll_seconds,
+        config_poll_seconds=config_poll_seconds,
         model_config_file=model_config_file,
         model_name=model_name,
         model_base_path=model_base_path,

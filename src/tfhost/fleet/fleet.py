@@ -68,9 +68,13 @@ class MustWait(Unavailable):
 
 @dataclass(frozen=True)
 class FleetSettings:
-    """How the fleet runs. ``poll_s`` is TF Serving's ``--file_system_poll_wait_seconds``."""
+    """How the fleet runs. ``poll_s`` is TF Serving's ``--file_system_poll_wait_seconds``
+    (None: look at the repository once, then only when a request or ``reload`` asks);
+    ``reread_config`` False reads the config file once (TF Serving's
+    ``--model_config_file_poll_wait_seconds=0``), then only on ``reload``."""
 
-    poll_s: float = 2.0
+    poll_s: float | None = 2.0
+    reread_config: bool = True
     max_parallel_loads: int = 2
     retry_backoff_s: float = 1.0
     max_retries: int = 5
@@ -85,7 +89,7 @@ class FleetSettings:
     worker_estimate_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
-        if not self.poll_s > 0:
+        if self.poll_s is not None and not self.poll_s > 0:
             raise InputError(f"FleetSettings.poll_s must be positive, got {self.poll_s!r}")
         if self.max_parallel_loads < 1:
             raise InputError(
@@ -373,7 +377,8 @@ class Fleet:
             if self._stop.is_set():
                 return
             try:
-                self._read_config(raise_errors=False)
+                if self.settings.reread_config:
+                    self._read_config(raise_errors=False)
                 self._cycle()
             except Exception:  # the loop must outlive any one cycle's surprise
                 _log.exception("fleet cycle failed; trying again next poll")

@@ -29,7 +29,8 @@ class ServeOptions:
     host: str = "127.0.0.1"
     rest_port: int | None = 8501
     grpc_port: int | None = 8500
-    poll_seconds: float = 2.0
+    poll_seconds: float = 2.0  # 0: once
+    config_poll_seconds: float | None = None  # 0: once; None: with the repository
     model_config_file: Path | None = None
     model_name: str | None = None
     model_base_path: Path | None = None
@@ -72,8 +73,14 @@ def run(options: ServeOptions, console: Console) -> None:
 
 
 def _fleet(options: ServeOptions) -> Fleet:
+    polls = [options.poll_seconds, options.config_poll_seconds or 0]
+    if any(p < 0 for p in polls):
+        raise InputError("poll intervals must be 0 (once) or a positive number of seconds")
+    # TF Serving's 0 is "once, at start": the fleet then looks only when asked.
+    positive = [p for p in polls if p > 0]
     fleet_settings = FleetSettings(
-        poll_s=options.poll_seconds,
+        poll_s=min(positive) if positive else None,
+        reread_config=options.config_poll_seconds != 0,
         max_retries=options.max_load_retries,
         retry_backoff_s=options.load_retry_interval_s,
         labels_for_unavailable=options.labels_for_unavailable,
@@ -133,9 +140,10 @@ def _metrics_paths(file: Path | None) -> tuple[str, ...]:
     if file is None:
         return ()
     from google.protobuf import text_format
-    from tensorflow_serving.config import monitoring_config_pb2
 
-    config = monitoring_config_pb2.MonitoringConfig()
+    from tfhost.serve.protos import monitoring_config
+
+    config = monitoring_config()
     try:
         text_format.Parse(Path(file).read_text(), config)
     except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:

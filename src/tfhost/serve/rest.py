@@ -40,12 +40,15 @@ _STATUS = re.compile(
     r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
 )
 
+# TensorFlow Serving answers a method it does not serve with "Malformed request" (400).
+_ANY_METHOD = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
 # Health answers without the token: a load balancer or kubelet probes it.
 _OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 
 
 def build_app(plane: Plane) -> ASGIApp:
-    tfs_route = Route("/v1/{rest:path}", functools.partial(_tfs, plane), methods=["GET", "POST"])
+    tfs_route = Route("/v1/{rest:path}", functools.partial(_tfs, plane), methods=_ANY_METHOD)
     # TensorFlow Serving's kPathRegex is "(?i)/v1/.*": /V1/MODELS/... reaches it too.
     tfs_route.path_regex = re.compile(tfs_route.path_regex.pattern, re.IGNORECASE)
     routes = [
@@ -154,6 +157,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def _tfs(plane: Plane, request: Request) -> Response:
     path = request.url.path
     try:
+        if request.method not in ("GET", "POST"):
+            raise InputError(f"Malformed request: {request.method} {path}")
         if request.method == "POST":
             match = _PREDICT.fullmatch(path)
             if match is None:

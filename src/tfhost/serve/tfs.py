@@ -222,13 +222,9 @@ async def metadata_json(plane: Plane, spec: Spec) -> bytes:
 
 
 def status(plane: Plane, spec: Spec) -> Any:
-    """GetModelStatusResponse: the versions the host has of the model (or the one asked)."""
+    """GetModelStatusResponse: the versions the host has of the model, or the one asked
+    for by number. A label picks nothing: TensorFlow Serving's status ignores labels."""
     version = spec.version
-    if spec.label is not None:
-        labels = plane.fleet.labels(spec.name)
-        if spec.label not in labels:
-            raise NotFound(f"Unrecognized servable version label: {spec.label}")
-        version = labels[spec.label]
     # GetModelStatusImpl's NOT_FOUND texts (get_model_status_impl.cc).
     try:
         infos = plane.fleet.host.status(spec.name, version)
