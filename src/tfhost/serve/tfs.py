@@ -106,7 +106,7 @@ async def predict_grpc(plane: Plane, request: Any) -> Any:
         try:
             ticket.serves(handle)
             signature, inputs, output_filter = tfs_proto.decode_predict_request(request)
-            defs = signature_defs.signature_defs(_info(plane, handle))
+            defs = _defs(plane, handle)
             feeds, aliases = tfs_proto.prepare_predict(
                 tfs_proto.find_predict_signature(defs, signature), inputs, output_filter
             )
@@ -136,7 +136,7 @@ async def _on_examples(
         handle = await _acquire(plane, spec)
         try:
             ticket.serves(handle)
-            defs = signature_defs.signature_defs(_info(plane, handle))
+            defs = _defs(plane, handle)
 
             def run(signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 return handle.run(handle.check(inputs, signature), deadline=ticket.deadline)
@@ -239,6 +239,23 @@ def status(plane: Plane, spec: Spec) -> Any:
 
 async def status_json(plane: Plane, spec: Spec) -> bytes:
     return signature_defs.status_json(status(plane, spec))
+
+
+# A version's SignatureDefs, by version, with the signatures mapping of the cell they were
+# read for: a version reloaded under the same number has a new cell, so it is read again.
+_DEFS: dict[tuple[str, int | None], tuple[object, dict[str, Any]]] = {}
+
+
+def _defs(plane: Plane, handle: AnyHandle) -> dict[str, Any]:
+    """``signature_defs`` of the version ``handle`` holds, once per loaded version (the
+    gRPC Predict path asks on every request)."""
+    key = _name_version(handle)
+    cached = _DEFS.get(key)
+    if cached is not None and cached[0] is handle.signatures:
+        return cached[1]
+    defs = signature_defs.signature_defs(_info(plane, handle))
+    _DEFS[key] = (handle.signatures, defs)
+    return defs
 
 
 def _info(plane: Plane, handle: AnyHandle) -> ModelInfo:
