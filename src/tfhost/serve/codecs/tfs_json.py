@@ -38,6 +38,7 @@ import gc
 import itertools
 import math
 import re
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -1390,15 +1391,36 @@ def _strtof(text: str) -> np.float32:
     return max(f, other) if exact > Fraction(d) else min(f, other)
 
 
+_F32: Final = struct.Struct("<f")
+_F64_BITS: Final = struct.Struct("<d")
+_U64: Final = struct.Struct("<Q")
+# A double exactly halfway between two normal floats: its 29 bits below float precision
+# are 1 then 28 zeros.
+_LOW29: Final = (1 << 29) - 1
+_HALF29: Final = 1 << 28
+_FLT_MIN_NORMAL: Final = 1.1754943508222875e-38
+
+
+def _reads_back_as_float(text: str, value: float) -> bool:
+    """Whether ``text`` read as a float (correctly rounded, as absl::SimpleAtof) is
+    ``value``. Through a double with struct; only a double that lands exactly between two
+    floats (or outside the normal range) needs the careful reader."""
+    d = float(text)
+    low = _U64.unpack(_F64_BITS.pack(d))[0] & _LOW29
+    if low == _HALF29 or not _FLT_MIN_NORMAL <= abs(d) <= 3.4e38:
+        return bool(_strtof(text) == np.float32(value))
+    return bool(_F32.unpack(_F32.pack(d))[0] == value)
+
+
 def _float_text(value: float, is32: bool) -> str:
     """WriteDecimal for one value: StrCat's six digits ("%g") if they read back as the
     value, else max_digits10 ("%.9g"/"%.17g"); ".0" where neither '.' nor 'e' shows."""
-    if math.isnan(value):
+    if value != value:
         return "NaN"
     if math.isinf(value):
         return "-Infinity" if value < 0 else "Infinity"
     text = f"{value:.6g}"
-    same = _strtof(text) == np.float32(value) if is32 else float(text) == value
+    same = _reads_back_as_float(text, value) if is32 else float(text) == value
     if not same:
         text = f"{value:.9g}" if is32 else f"{value:.17g}"
     if "." not in text and "e" not in text:
@@ -1685,6 +1707,9 @@ def _string_tokens(t: _OutTensor, leaf_depth: int) -> list[bytes]:
     return out
 
 
+_PER_VALUE_MAX: Final = 256
+
+
 def _tokens(t: _OutTensor, leaf_depth: int) -> list[bytes]:
     """Every value of the tensor as rapidjson writes it, flat, in C order."""
     arr = t.array
@@ -1693,6 +1718,10 @@ def _tokens(t: _OutTensor, leaf_depth: int) -> list[bytes]:
     if t.kind == _K_STRING:
         return _string_tokens(t, leaf_depth)
     if t.kind in (_K_FLOAT, _K_DOUBLE):
+        if arr.size <= _PER_VALUE_MAX:
+            # A few values: one Python call each costs less than the plan's numpy passes.
+            is32 = t.kind == _K_FLOAT
+            return [_float_text(v, is32).encode() for v in arr.ravel().tolist()]
         plan = _float_plan(arr)
         tokens = orjson.dumps(plan.values.ravel(), option=_O_NUMPY)[1:-1].split(b",")
         for i, text in zip(plan.at.tolist(), plan.texts, strict=True):
@@ -1710,7 +1739,7 @@ def _render(t: _OutTensor, depth: int, single_line: bool) -> bytes:
     shape = tuple(arr.shape)
     if shape and t.kind in _NUMERIC_KINDS:
         return _dumps(np.ascontiguousarray(arr), depth, single_line)
-    if shape and t.kind in (_K_FLOAT, _K_DOUBLE):
+    if shape and t.kind in (_K_FLOAT, _K_DOUBLE) and arr.size > _PER_VALUE_MAX:
         plan = _float_plan(arr)
         text = _dumps(plan.values, depth, single_line)
         return _interleave(text.split(_SENTINEL_TEXT), plan.texts) if plan.texts else text
