@@ -51,8 +51,15 @@ def build_app(plane: Plane) -> ASGIApp:
     tfs_route = Route("/v1/{rest:path}", functools.partial(_tfs, plane), methods=_ANY_METHOD)
     # TensorFlow Serving's kPathRegex is "(?i)/v1/.*": /V1/MODELS/... reaches it too.
     tfs_route.path_regex = re.compile(tfs_route.path_regex.pattern, re.IGNORECASE)
+    # The hot routes first: Starlette tries them in order.
     routes = [
         tfs_route,
+        Route("/v2/models/{name}/infer", _v2(plane, v2_api.infer_route), methods=["POST"]),
+        Route(
+            "/v2/models/{name}/versions/{version}/infer",
+            _v2(plane, v2_api.infer_route),
+            methods=["POST"],
+        ),
         Route("/v2", _v2(plane, v2_api.server_metadata), methods=["GET"]),
         Route("/v2/health/live", _v2(plane, v2_api.live), methods=["GET"]),
         Route("/v2/health/ready", _v2(plane, v2_api.ready_route), methods=["GET"]),
@@ -80,12 +87,6 @@ def build_app(plane: Plane) -> ASGIApp:
             "/v2/models/{name}/versions/{version}/stats",
             _v2(plane, v2_api.stats),
             methods=["GET"],
-        ),
-        Route("/v2/models/{name}/infer", _v2(plane, v2_api.infer_route), methods=["POST"]),
-        Route(
-            "/v2/models/{name}/versions/{version}/infer",
-            _v2(plane, v2_api.infer_route),
-            methods=["POST"],
         ),
         Route("/v2/repository/index", _v2(plane, v2_api.repository_index_route), methods=["POST"]),
         Route(
