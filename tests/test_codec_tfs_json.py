@@ -1542,11 +1542,15 @@ def test_encode_error_escapes_as_rapidjson() -> None:
     assert encode_error('line\nbreak \x01 "q" / \xe9') == (
         '{\n    "error": "line\\nbreak \\u0001 \\"q\\" / \xe9"\n}'.encode()
     )
-    # Messages quoting raw request bytes give those bytes back.
+    # Request bytes that are not UTF-8 come back as U+FFFD, so the answer stays JSON
+    # (TF Serving echoes them raw).
     message = error(b'{"inputs": ["\xff"]}', x="int32")
-    assert encode_error(message) == (
-        b'{\n    "error": "JSON Value: \\"\xff\\" Type: String is not of expected type: int32"\n}'
+    answer = encode_error(message)
+    assert answer == (
+        b'{\n    "error": "JSON Value: \\"\xef\xbf\xbd\\" Type: String is not of expected '
+        b'type: int32"\n}'
     )
+    assert json.loads(answer)["error"].startswith('JSON Value: "\ufffd"')
 
 
 def test_classification_result_edge_cases() -> None:

@@ -1803,8 +1803,11 @@ def _row_json(tensors: list[_OutTensor]) -> bytes:
 
 
 def encode_error(message: str) -> bytes:
-    """MakeJsonFromStatus: ``{"error": "<message>"}`` as TF Serving writes it."""
-    return b'{\n    "error": ' + _json_string(_raw(message)) + b"\n}"
+    """MakeJsonFromStatus: ``{"error": "<message>"}`` as TF Serving writes it, except
+    that bytes of the request that are not UTF-8 (TF Serving echoes them raw, which makes
+    its answer not JSON) are written as U+FFFD."""
+    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return b'{\n    "error": ' + _json_string(text.encode("utf-8")) + b"\n}"
 
 
 # --------------------------------------------------------------------------------------
