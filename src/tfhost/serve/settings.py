@@ -24,9 +24,12 @@ class ServeSettings:
     # once, so a flood costs a refusal each rather than memory.
     max_in_flight: int = 256
     token: str | None = None  # a bearer token every endpoint but health asks for
-    # A request alone on the server runs on the event loop (no thread hop) when its
-    # model's calls usually take less than this; otherwise on the host's serving threads.
-    inline_under_s: float = 0.002
+    # A request alone on the server runs on the event loop when its model's calls
+    # usually take less than this (a thread hop costs more than it saves when nothing
+    # else waits: up to a millisecond on a busy machine); otherwise, and whenever other
+    # requests are in flight, on the host's serving threads. The bound is what a health
+    # check may wait behind a call.
+    inline_under_s: float = 0.1
     drain_timeout_s: float = 30.0  # on SIGTERM: how long in-flight requests may finish
     # Where Prometheus metrics are served besides /metrics and TF Serving's default
     # /monitoring/prometheus/metrics (a --monitoring_config_file path).
