@@ -220,17 +220,13 @@ class Ticket:
         self.rows = 0
 
     def executed(self, handle: AnyHandle, inputs: Mapping[str, np.ndarray]) -> None:
-        if isinstance(handle, Handle):
-            self.model = handle.id.model
-            self.version = handle.id.version
+        self.serves(handle)
         first = next(iter(inputs.values()), None)
         self.rows = int(first.shape[0]) if first is not None and first.ndim else 1
 
     def serves(self, handle: AnyHandle) -> None:
         """The request reached this handle (counted under its version even if it fails)."""
-        if isinstance(handle, Handle):
-            self.model = handle.id.model
-            self.version = handle.id.version
+        self.model, self.version = identity(handle)
 
     def __enter__(self) -> Ticket:
         return self
@@ -246,7 +242,12 @@ class Ticket:
             self.plane._finish(self, InternalError(f"{type(exc).__name__}: {exc}"))
 
 
-def _key(handle: AnyHandle, signature: str) -> tuple[str, int | None, str]:
+def identity(handle: AnyHandle) -> tuple[str, int | None]:
+    """The model and version a handle serves (a pipeline has no version)."""
     if isinstance(handle, Handle):
-        return (handle.id.model, handle.id.version, signature)
-    return (handle.name, None, signature)
+        return handle.id.model, handle.id.version
+    return handle.name, None
+
+
+def _key(handle: AnyHandle, signature: str) -> tuple[str, int | None, str]:
+    return (*identity(handle), signature)

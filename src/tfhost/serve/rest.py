@@ -18,9 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tfhost.errors import InputError, InternalError, NotFound, TfhostError
-from tfhost.fleet import PipelineHandle
-from tfhost.host import Handle
+from tfhost.errors import InputError, InternalError, TfhostError
 from tfhost.serve import page, tfs
 from tfhost.serve import v2 as v2_api
 from tfhost.serve.codecs import tfs_json
@@ -250,25 +248,6 @@ class _Bearer:
                 await response(scope, receive, send)
                 return
         await self._app(scope, receive, send)
-
-
-def handle_name(handle: Handle | PipelineHandle) -> tuple[str, int | None]:
-    if isinstance(handle, Handle):
-        return handle.id.model, handle.id.version
-    return handle.name, None
-
-
-def parse_version(version: str | None) -> int | None:
-    """A V2 or REST version string as tfhost's version number."""
-    if version is None or version == "":
-        return None
-    try:
-        number = int(version)
-    except ValueError:
-        raise NotFound(f"version {version!r} is not a version number") from None
-    if number < 0:
-        raise NotFound(f"version {version!r} is not a version number")
-    return number
 
 
 def json_body(body: bytes) -> Any:

@@ -12,10 +12,10 @@ import numpy as np
 
 from tfhost.errors import InputError, NotFound
 from tfhost.fleet import PipelineHandle
-from tfhost.host import Handle, ModelInfo
+from tfhost.host import ModelInfo
 from tfhost.serve import signature_defs, tfs_methods
 from tfhost.serve.codecs import tfs_json, tfs_proto
-from tfhost.serve.plane import AnyHandle, Plane
+from tfhost.serve.plane import AnyHandle, Plane, identity
 from tfhost.specs import DEFAULT_SIGNATURE, TensorSpec
 
 REST = "tfs_rest"
@@ -112,7 +112,7 @@ async def predict_grpc(plane: Plane, request: Any) -> Any:
             )
             checked = handle.check(feeds, signature)
             outputs = await plane.run(ticket, handle, checked)
-            name, version = _name_version(handle)
+            name, version = identity(handle)
             return tfs_proto.encode_predict_response(
                 {alias: outputs[alias] for alias in aliases}, name, version, signature
             )
@@ -141,7 +141,7 @@ async def _on_examples(
             def run(signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 return handle.run(handle.check(inputs, signature), deadline=ticket.deadline)
 
-            version = _name_version(handle)[1]
+            version = identity(handle)[1]
             return await asyncio.to_thread(method, run, defs, request, version)
         finally:
             handle.release()
@@ -249,7 +249,7 @@ _DEFS: dict[tuple[str, int | None], tuple[object, dict[str, Any]]] = {}
 def _defs(plane: Plane, handle: AnyHandle) -> dict[str, Any]:
     """``signature_defs`` of the version ``handle`` holds, once per loaded version (the
     gRPC Predict path asks on every request)."""
-    key = _name_version(handle)
+    key = identity(handle)
     cached = _DEFS.get(key)
     if cached is not None and cached[0] is handle.signatures:
         return cached[1]
@@ -263,9 +263,3 @@ def _info(plane: Plane, handle: AnyHandle) -> ModelInfo:
         return signature_defs.pipeline_info(handle)
     (info,) = plane.fleet.host.status(handle.id.model, handle.id.version)
     return info
-
-
-def _name_version(handle: AnyHandle) -> tuple[str, int | None]:
-    if isinstance(handle, Handle):
-        return handle.id.model, handle.id.version
-    return handle.name, None

@@ -15,9 +15,8 @@ from starlette.responses import Response
 
 from tfhost.errors import InputError, NotFound, Unavailable
 from tfhost.fleet import PipelineHandle
-from tfhost.host import Handle
 from tfhost.serve.codecs import v2 as codec
-from tfhost.serve.plane import AnyHandle, Plane, VersionStats
+from tfhost.serve.plane import Plane, VersionStats, identity
 from tfhost.specs import DEFAULT_SIGNATURE, Format, SignatureSpec
 from tfhost.state import State
 
@@ -124,7 +123,8 @@ async def infer(
                         f"model {name!r} has no output {missing[0]!r}; it has {sorted(outputs)}"
                     )
                 outputs = {o: outputs[o] for o in call.outputs}
-            return _version_of(handle), outputs
+            number = identity(handle)[1]
+            return "" if number is None else str(number), outputs
         finally:
             handle.release()
 
@@ -173,10 +173,6 @@ def repository_index(plane: Plane, ready_only: bool) -> list[codec.RepositoryEnt
                 reason = "unloaded" if name in held else "not loaded"
                 entries.append(codec.RepositoryEntry(name, "", "UNAVAILABLE", reason))
     return entries
-
-
-def _version_of(handle: AnyHandle) -> str:
-    return str(handle.id.version) if isinstance(handle, Handle) else ""
 
 
 # -- REST -------------------------------------------------------------------------------------
