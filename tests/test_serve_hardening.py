@@ -85,8 +85,12 @@ def test_past_max_in_flight_requests_are_refused_at_once(guarded: ServerProcess)
     # The toolbox's sleep takes twice its argument, and its calls take turns.
     body = {"signature_name": "sleep", "inputs": 0.1}
 
+    together = threading.Barrier(6)  # all six sent at once, however slow threads start
+
     def call(_: int) -> int:
         with httpx.Client(base_url=guarded.rest, timeout=30, headers=_auth()) as client:
+            client.get("/v2/health/live")  # connected before the barrier
+            together.wait(timeout=30)
             return client.post("/v1/models/toolbox:predict", json=body).status_code
 
     with ThreadPoolExecutor(6) as pool:
