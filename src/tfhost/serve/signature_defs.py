@@ -30,7 +30,7 @@ import numpy as np
 from tfhost.cells import Isolation
 from tfhost.errors import Code, InputError, InternalError, NotFound
 from tfhost.host import ModelInfo
-from tfhost.serve.codecs.tfs_proto import data_type
+from tfhost.serve.codecs.tfs_proto import data_type, read_varint
 from tfhost.specs import Format, SignatureSpec, TensorSpec
 from tfhost.state import State
 
@@ -170,17 +170,17 @@ def _records(data: bytes | memoryview) -> list[tuple[int, memoryview, bytes]]:
     pos, end = 0, len(data)
     while pos < end:
         start = pos
-        tag, pos = _read_varint(view, pos)
+        tag, pos = read_varint(view, pos)
         wire = tag & 7
         payload = view[0:0]
         if wire == 0:
-            _, pos = _read_varint(view, pos)
+            _, pos = read_varint(view, pos)
         elif wire == 1:
             pos += 8
         elif wire == 5:
             pos += 4
         elif wire == 2:
-            size, pos = _read_varint(view, pos)
+            size, pos = read_varint(view, pos)
             payload = view[pos : pos + size]
             pos += size
         else:
@@ -189,17 +189,6 @@ def _records(data: bytes | memoryview) -> list[tuple[int, memoryview, bytes]]:
         # Only meta graph and signature records are ever copied.
         out.append((number, payload, bytes(view[start:pos]) if number in (1, 5) else b""))
     return out
-
-
-def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = view[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
 
 
 class _HasSignatures(Protocol):

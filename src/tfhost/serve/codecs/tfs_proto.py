@@ -226,16 +226,16 @@ def _packed_payload(serialized: bytes, number: int) -> bytes | None:
     view = memoryview(serialized)
     pos, end = 0, len(serialized)
     while pos < end:
-        tag, pos = _read_varint(view, pos)
+        tag, pos = read_varint(view, pos)
         wire = tag & 7
         if wire == 0:
-            _, pos = _read_varint(view, pos)
+            _, pos = read_varint(view, pos)
         elif wire == 1:
             pos += 8
         elif wire == 5:
             pos += 4
         elif wire == 2:
-            size, pos = _read_varint(view, pos)
+            size, pos = read_varint(view, pos)
             if tag >> 3 == number:
                 parts.append(bytes(view[pos : pos + size]))
             pos += size
@@ -246,7 +246,8 @@ def _packed_payload(serialized: bytes, number: int) -> bytes | None:
     return b"".join(parts)
 
 
-def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+def read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    """A protobuf varint at ``pos``: its value and the position after it."""
     result = shift = 0
     while True:
         byte = view[pos]
