@@ -133,6 +133,69 @@ def toolbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def batchy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TF2 SavedModel for batching: a batch-major signature, one whose output is not
+    batch-major, variable-length inputs, a slow one and one that fails on some values."""
+    import tensorflow as tf
+
+    weights = tf.constant(np.arange(12, dtype=np.float32).reshape(4, 3) / 10)
+    table = tf.constant([10.0, 20.0, 30.0])
+
+    class Batchy(tf.Module):  # type: ignore[misc]  # TensorFlow has no type hints
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([None, 4], tf.float32)]
+        )
+        def dense(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": tf.matmul(x, weights) + 1.0}
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([None, 4], tf.float32)]
+        )
+        def totals(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": x * 2.0, "total": tf.reduce_sum(x, axis=0)}
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([None, None], tf.float32)]
+        )
+        def ragged(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"doubled": tokens * 2.0}
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([None, 1], tf.float32)]
+        )
+        def slow(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            start = tf.data.Dataset.range(1)
+            slept = tf.raw_ops.SleepDataset(
+                input_dataset=start._variant_tensor,
+                sleep_microseconds=tf.constant(200_000, tf.int64),
+                output_types=[tf.int64],
+                output_shapes=[[]],
+            )
+            dataset = tf.data.experimental.from_variant(slept, start.element_spec)
+            waited = dataset.reduce(tf.constant(0, tf.int64), lambda a, b: a + b)
+            with tf.control_dependencies([waited]):
+                return {"y": x + 1.0}
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            autograph=False, input_signature=[tf.TensorSpec([None], tf.int32)]
+        )
+        def lookup(self, index: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"value": tf.gather(table, index)}
+
+    module = Batchy()
+    path = tmp_path_factory.mktemp("batchy") / "batchy"
+    signatures = {
+        "serving_default": module.dense,
+        "totals": module.totals,
+        "ragged": module.ragged,
+        "slow": module.slow,
+        "lookup": module.lookup,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
 SERVE_TOML = """
 [models.half_plus_two_2_versions]
 version_policy = "all"

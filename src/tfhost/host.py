@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from tfhost.batching import BatchingCell, BatchingSettings, BatchingStats, batched
 from tfhost.cells import Cell, Isolation, open_cell
 from tfhost.errors import (
     AlreadyExists,
@@ -116,6 +117,7 @@ class ModelInfo:
     memory_bytes: int | None = None
     load_seconds: float | None = None
     restarts: int = 0
+    batching: BatchingStats | None = None  # when its requests are batched
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +136,7 @@ class ModelInfo:
             "memory_bytes": self.memory_bytes,
             "load_seconds": self.load_seconds,
             "restarts": self.restarts,
+            "batching": None if self.batching is None else self.batching.to_dict(),
         }
 
 
@@ -146,6 +149,7 @@ class _Version:
     __slots__ = (
         "attempt",
         "available_since",
+        "batching",
         "cell",
         "died_loading",
         "error",
@@ -176,8 +180,10 @@ class _Version:
         group: str | None,
         worker: WorkerSettings,
         prepare: Prepare | None,
+        batching: BatchingSettings | None,
     ) -> None:
         self.id = vid
+        self.batching = batching
         self.path = path
         self.isolation = isolation
         self.options = options
@@ -218,6 +224,7 @@ class _Version:
             memory_bytes=self.memory_bytes,
             load_seconds=self.load_seconds,
             restarts=self.restarts,
+            batching=self.cell.stats() if isinstance(self.cell, BatchingCell) else None,
         )
 
 
@@ -316,8 +323,13 @@ class Handle:
     async def run_async(
         self, checked: Checked, *, timeout: float | None = None, deadline: float | None = None
     ) -> dict[str, np.ndarray]:
-        """``run`` on the host's serving threads; time spent waiting for one counts."""
+        """``run`` on the host's serving threads; time spent waiting for one counts. A
+        batched model's request waits for its batch without taking a thread."""
         end = self._host._deadline(timeout, deadline)
+        if isinstance(self._cell, BatchingCell):
+            future = self._cell.submit(checked.signature, checked.inputs, end)
+            if future is not None:
+                return await asyncio.wrap_future(future)
         return await self._host._in_pool(self.run, checked, deadline=end)
 
     def release(self) -> None:
@@ -369,6 +381,7 @@ class Host:
         worker: WorkerSettings | None = None,
         prepare: Prepare | None = None,
         warmup: Warmup = True,
+        batching: BatchingSettings | None = None,
         **format_options: Any,
     ) -> ModelInfo:
         """Load the artifact at ``path`` as ``name``; return once it is AVAILABLE.
@@ -380,7 +393,9 @@ class Host:
         if it raises, the load fails with its error. A SavedModel's own warm-up requests
         (TF Serving's ``assets.extra/tf_serving_warmup_requests``) are replayed before
         that, unless ``warmup=False``; ``warmup="synthetic"`` instead calls
-        ``serving_default`` once on zeros shaped by its signature.
+        ``serving_default`` once on zeros shaped by its signature. ``batching`` merges
+        requests that arrive together into one call (``tfhost.batching``); its
+        ``max_batch_size = "auto"`` is measured after the warm-up, before ``prepare``.
 
         Raises the load's error (FormatError, LoadError, ...) after recording the
         version as FAILED; every other model keeps serving.
@@ -397,6 +412,10 @@ class Host:
         if warmup not in (True, False, "synthetic"):
             raise InputError(
                 f"model {name!r}: warmup= takes True, False or 'synthetic', got {warmup!r}"
+            )
+        if batching is not None and not isinstance(batching, BatchingSettings):
+            raise InputError(
+                f"model {name!r}: batching= takes a BatchingSettings, got {type(batching).__name__}"
             )
         options = LoadOptions(
             dict(custom_objects or {}), tuple(preload), dict(format_options), warmup
@@ -418,7 +437,7 @@ class Host:
             if entry is not None:  # retire the failed record, and any restart it planned
                 self._move(entry, State.UNLOADING)
                 self._move(entry, State.END)
-            entry = _Version(vid, version_path, mode, options, group, settings, prepare)
+            entry = _Version(vid, version_path, mode, options, group, settings, prepare, batching)
             self._models.setdefault(name, {})[number] = entry
             self._move(entry, State.LOADING)
         self._deliver()
@@ -460,6 +479,8 @@ class Host:
                 entry.group,
                 lambda died: self._cell_died(entry, attempt, died),
             )
+            if entry.batching is not None:
+                cell = batched(vid.model, cell, entry.batching)
             if entry.prepare is not None:
                 self._prepare(entry, cell)
         except TfhostError as exc:

@@ -58,6 +58,9 @@ class SignatureSpec:
 
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
+    # It writes a variable (TF Serving's saved_model_counter): each call must see the
+    # state the one before left, so a batcher never merges its requests.
+    stateful: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {

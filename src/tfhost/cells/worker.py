@@ -266,7 +266,7 @@ class _Server:
             servable = formats.load(message.name, artifact, options)
             self._servables[message.model] = Guarded(message.name, servable)
             signatures = {
-                key: SignatureSpec(dict(spec.inputs), dict(spec.outputs))
+                key: SignatureSpec(dict(spec.inputs), dict(spec.outputs), spec.stateful)
                 for key, spec in servable.signatures.items()
             }
             reply = Loaded(

@@ -159,3 +159,71 @@ def loading(model: str, path: Path) -> Iterator[None]:
             raise
         except Exception as exc:
             raise translate_load_error(model, path, exc) from exc
+
+
+# Op types that write a variable or a table. Reading one (``ReadVariableOp``, ``VarHandleOp``)
+# is not a write, and neither are the ``Assign`` ops a TF1 Saver adds: they are not reachable
+# from any signature's outputs.
+_WRITE_PREFIXES = (
+    "Assign",
+    "ResourceApply",
+    "ResourceSparseApply",
+    "ResourceScatter",
+    "Scatter",
+    "LookupTableInsert",
+    "LookupTableRemove",
+    "LookupTableImport",
+)
+
+
+def _writes(op_type: str) -> bool:
+    return op_type.startswith(_WRITE_PREFIXES)
+
+
+def graph_writes_state(graph: tf.Graph, fetches: Iterator[str] | list[str]) -> bool:
+    """Whether computing ``fetches`` (tensor names) runs an op that writes state: a walk
+    back from them over data and control inputs, and into the functions called."""
+    seen: set[str] = set()
+    stack = [graph.get_tensor_by_name(name).op for name in fetches]
+    called: set[str] = set()
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if _writes(op.type):
+            return True
+        for attr in op.node_def.attr.values():
+            if attr.HasField("func"):
+                called.add(attr.func.name)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    if not called:
+        return False
+    library = graph.as_graph_def().library
+    return _library_writes(library, called)
+
+
+def function_writes_state(function: Any) -> bool:
+    """Whether a concrete function writes state, in its own body or a function it calls."""
+    graph_def = function.graph.as_graph_def()
+    if any(_writes(node.op) for node in graph_def.node):
+        return True
+    library = graph_def.library
+    return _library_writes(library, {f.signature.name for f in library.function})
+
+
+def _library_writes(library: Any, names: set[str]) -> bool:
+    functions = {f.signature.name: f for f in library.function}
+    pending = list(names)
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        for node in functions[name].node_def:
+            if _writes(node.op):
+                return True
+            pending.extend(a.func.name for a in node.attr.values() if a.HasField("func"))
+    return False

@@ -38,7 +38,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfhost.errors import FormatError
-from tfhost.formats.common import dtype_name, loading, run_error, shape_tuple
+from tfhost.formats.common import (
+    dtype_name,
+    function_writes_state,
+    loading,
+    run_error,
+    shape_tuple,
+)
 from tfhost.specs import Format, SignatureSpec, TensorSpec
 
 _log = logging.getLogger(__name__)
@@ -195,6 +201,7 @@ def signature_entry(function: Any) -> Entry:
     spec = SignatureSpec(
         inputs={k: _spec(k, v) for k, v in sorted(kwargs.items())},
         outputs={k: _spec(k, v) for k, v in sorted(outputs.items())},
+        stateful=function_writes_state(function),
     )
     return Entry(spec, function)
 

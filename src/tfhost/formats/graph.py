@@ -17,7 +17,13 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
 from tfhost.errors import FormatError
-from tfhost.formats.common import loading, run_error, shape_tuple, spec_from_tensor_info
+from tfhost.formats.common import (
+    graph_writes_state,
+    loading,
+    run_error,
+    shape_tuple,
+    spec_from_tensor_info,
+)
 from tfhost.formats.detect import parse_graph_def, serving_meta_graph
 from tfhost.specs import DEFAULT_SIGNATURE, Format, SignatureSpec, TensorSpec
 
@@ -108,6 +114,7 @@ def load_tf1_saved_model(name: str, path: Path, options: Mapping[str, Any]) -> G
                 signatures[key] = SignatureSpec(
                     inputs={k: spec_from_tensor_info(k, sig.inputs[k]) for k in in_keys},
                     outputs={k: spec_from_tensor_info(k, sig.outputs[k]) for k in out_keys},
+                    stateful=graph_writes_state(graph, [sig.outputs[k].name for k in out_keys]),
                 )
                 bindings[key] = _Binding(
                     in_keys,
@@ -195,7 +202,11 @@ def load_frozen_graph(name: str, path: Path, options: Mapping[str, Any]) -> Grap
                 for t in tensors
             }
 
-        signature = SignatureSpec(inputs=specs(inputs), outputs=specs(outputs))
+        signature = SignatureSpec(
+            inputs=specs(inputs),
+            outputs=specs(outputs),
+            stateful=graph_writes_state(graph, [t.name for t in outputs]),
+        )
         binding = _Binding(
             tuple(signature.inputs),
             tuple(t.name for t in inputs),

@@ -14,7 +14,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfhost.errors import FormatError, LoadError
-from tfhost.formats.common import first_line, loading
+from tfhost.formats.common import first_line, function_writes_state, loading
 from tfhost.formats.eager import Entry, FunctionServable, _spec
 from tfhost.specs import DEFAULT_SIGNATURE, Format, SignatureSpec
 
@@ -74,6 +74,7 @@ def keras_servable(name: str, fmt: Format, model: Any) -> FunctionServable:
     spec = SignatureSpec(
         inputs={n: _spec(n, s) for n, s in zip(in_names, specs, strict=True)},
         outputs={k: _spec(k, outputs[k]) for k in out_names},
+        stateful=function_writes_state(function),
     )
 
     entry = Entry(spec, function, positional=tuple(in_names))
