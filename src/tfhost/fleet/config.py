@@ -40,6 +40,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from tfhost.batching import BatchingSettings
 from tfhost.errors import InputError
 from tfhost.formats.options import FORMAT_OPTIONS
 from tfhost.host import check_model_name
@@ -164,8 +165,9 @@ class ModelConfig:
     ``custom_objects`` names Keras objects as ``"module:attr"`` (resolved by
     :meth:`resolve_custom_objects` when the model loads, not when the config is read);
     ``format_options`` go to ``Host.load(**format_options)``; ``worker`` is None to use the
-    host's worker settings. ``labels`` may name a version that is not on disk (yet): the
-    fleet decides when a label can route.
+    host's worker settings. ``batching`` is None when the config does not say (the fleet's
+    default then applies, TF Serving's ``--enable_batching``), False for none. ``labels``
+    may name a version that is not on disk (yet): the fleet decides when a label can route.
     """
 
     name: str
@@ -181,6 +183,7 @@ class ModelConfig:
     pinned: bool = False
     warmup: Warmup = True
     worker: WorkerSettings | None = None
+    batching: BatchingSettings | Literal[False] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -231,6 +234,11 @@ class ModelConfig:
                 raise ConfigError(f"must be true or false, got {getattr(self, flag)!r}", key=flag)
         if self.worker is not None and not isinstance(self.worker, WorkerSettings):
             raise ConfigError(f"must be a WorkerSettings, got {self.worker!r}", key="worker")
+        if self.batching not in (None, False) and not isinstance(self.batching, BatchingSettings):
+            raise ConfigError(
+                f"must be a BatchingSettings, False or None, got {self.batching!r}",
+                key="batching",
+            )
 
     def resolve_custom_objects(self) -> dict[str, Any]:
         """``custom_objects`` imported: name -> the object ``"module:attr"`` names.
@@ -532,13 +540,14 @@ def _local_path(base: Path, value: str) -> Path:
 # model's own), nor format options (each format takes its own; Host.load refuses others).
 _DEFAULT_KEYS = frozenset(
     {"isolation", "version_policy", "lazy", "pinned", "warmup", "worker", "custom_objects"}
-    | {"preload"}
+    | {"preload", "batching"}
 )
 # Keys of [models.NAME], besides the format options, which may also be written directly.
 _MODEL_KEYS = _DEFAULT_KEYS | {"path", "group", "labels", "format_options"}
 _HOST_KEYS = _DEFAULT_KEYS | {"memory_budget", "poll_interval_s"}
 _PIPELINE_KEYS = frozenset({"steps", "map"})
 _WORKER_KEYS = frozenset(f.name for f in fields(WorkerSettings))
+_BATCHING_KEYS = frozenset(f.name for f in fields(BatchingSettings))
 
 
 class _Toml:
@@ -645,6 +654,24 @@ class _Toml:
             raise self.error(key, exc.message) from None
         return dict(table)
 
+    def batching(self, value: Any, key: str) -> BatchingSettings | Literal[False]:
+        """``false``, ``true`` (TF Serving's defaults) or a table of BatchingSettings."""
+        if value is False:
+            return False
+        if value is True:
+            return BatchingSettings()
+        if not isinstance(value, dict):
+            raise self.error(
+                key, f"expected true, false or a table of batching settings, got {value!r}"
+            )
+        table = dict(self.table(value, key, _BATCHING_KEYS, "a batching table"))
+        if isinstance(table.get("allowed_batch_sizes"), list):
+            table["allowed_batch_sizes"] = tuple(table["allowed_batch_sizes"])
+        try:
+            return BatchingSettings(**table)
+        except InputError as exc:
+            raise self.error(key, re.sub(r"^BatchingSettings[.:]\s*", "", exc.message)) from None
+
     def format_option(self, name: str, value: Any, key: str) -> Any:
         if name in ("tags", "inputs", "outputs"):
             return self.strings(value, key)
@@ -681,6 +708,8 @@ class _Toml:
                 values[name] = self.boolean(value, key)
             elif name == "worker":
                 values[name] = self.worker(value, key)
+            elif name == "batching":
+                values[name] = self.batching(value, key)
             elif name == "format_options":
                 given = self.table(value, key, FORMAT_OPTION_NAMES, "format_options")
                 for option, v in given.items():

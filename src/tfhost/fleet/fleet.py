@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from tfhost.batching import BatchingSettings
 from tfhost.errors import InputError, NotFound, ResourceExhausted, TfhostError, Unavailable
 from tfhost.fleet.config import ConfigError, FleetConfig, ModelConfig, PipelineConfig, read_config
 from tfhost.fleet.pipeline import PipelineHandle, open_pipeline, wire
@@ -87,6 +88,9 @@ class FleetSettings:
     # 190-250 MiB measured here), added to a process-isolated model's estimate until its
     # load is measured.
     worker_estimate_bytes: int = 256 << 20
+    # The batching of every model whose config says nothing of batching (TF Serving's
+    # --enable_batching with its --batching_parameters_file); None: unbatched.
+    batching: BatchingSettings | None = None
 
     def __post_init__(self) -> None:
         if self.poll_s is not None and not self.poll_s > 0:
@@ -581,6 +585,9 @@ class Fleet:
                 group=source.group,
                 worker=source.worker,
                 warmup=source.warmup,
+                batching=self.settings.batching
+                if source.batching is None
+                else source.batching or None,
                 **source.format_options,
             )
         except TfhostError as exc:
