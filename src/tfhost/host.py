@@ -759,12 +759,12 @@ class Host:
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """``predict`` on the host's serving threads (``HostSettings.serving_threads``), for
-        asyncio callers; the deadline starts now, so time spent waiting for a thread counts."""
+        """``predict`` for asyncio callers: checked here, run as ``Handle.run_async`` runs
+        (on the host's serving threads, or in a batch); the deadline starts now, so time
+        spent waiting for a thread counts."""
         end = self._deadline(timeout, deadline)
-        return await self._in_pool(
-            self.predict, name, inputs, version=version, signature=signature, deadline=end
-        )
+        with self.acquire(name, version) as handle:
+            return await handle.run_async(handle.check(inputs, signature), deadline=end)
 
     # -- introspection -----------------------------------------------------------
 
