@@ -526,7 +526,8 @@ _SERVE_EPILOG = (
     "--rest_api_port, --model_name, --model_base_path, --model_config_file, "
     "--model_config_file_poll_wait_seconds, --file_system_poll_wait_seconds, "
     "--rest_api_timeout_in_ms, --monitoring_config_file, --max_num_load_retries, "
-    "--load_retry_interval_micros, --allow_version_labels_for_unavailable_models. "
+    "--load_retry_interval_micros, --allow_version_labels_for_unavailable_models, "
+    "--enable_batching, --batching_parameters_file. "
     "Its other flags are refused by name."
 )
 
@@ -619,6 +620,21 @@ def serve(
     labels_for_unavailable: Annotated[
         bool, typer.Option("--allow_version_labels_for_unavailable_models")
     ] = False,
+    enable_batching: Annotated[
+        bool,
+        typer.Option(
+            "--enable_batching",
+            help="Batch the requests of every model whose tfhost.toml says nothing of "
+            "batching (TF Serving's defaults, or --batching_parameters_file's).",
+        ),
+    ] = False,
+    batching_parameters_file: Annotated[
+        str | None,
+        typer.Option(
+            "--batching_parameters_file",
+            help="TF Serving's BatchingParameters (text format) for --enable_batching.",
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve a model repository over TensorFlow Serving's REST and gRPC APIs and the KServe
@@ -649,6 +665,11 @@ def serve(
         max_load_retries=max_num_load_retries,
         load_retry_interval_s=load_retry_interval_micros / 1e6,
         labels_for_unavailable=labels_for_unavailable,
+        enable_batching=enable_batching,
+        # TF Serving's default is "": no file.
+        batching_parameters_file=Path(batching_parameters_file)
+        if batching_parameters_file
+        else None,
     )
     try:
         run(options, Console(stderr=True))

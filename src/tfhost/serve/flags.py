@@ -9,18 +9,26 @@ the server does without saying so.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tfhost.errors import InputError
 
+if TYPE_CHECKING:
+    from tfhost.batching import BatchingSettings
+
+_log = logging.getLogger(__name__)
+
 # TensorFlow Serving's boolean flags take ``--flag=true``; click's flags take ``--flag``.
-_BOOLEANS = frozenset({"allow_version_labels_for_unavailable_models"})
+_BOOLEANS = frozenset({"allow_version_labels_for_unavailable_models", "enable_batching"})
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
 # Unsupported flags given the value that is tfhost's own behaviour: taken, and nothing done.
-_HARMLESS = {"enable_batching": False, "enable_model_warmup": True}
+_HARMLESS = {"enable_model_warmup": True}
 
 _THREADS = "set intra_op_threads / inter_op_threads per model in tfhost.toml [models.NAME.worker]"
 
@@ -55,8 +63,6 @@ UNSUPPORTED: dict[str, str] = {
     "mixed_precision": "not applicable",
     "skip_initialize_tpu": "TPUs are not served",
     "enable_grpc_healthcheck_service": "use the KServe V2 health routes (/v2/health/ready)",
-    "enable_batching": "dynamic batching is not available yet",
-    "batching_parameters_file": "dynamic batching is not available yet",
 }
 
 _FLAG = re.compile(r"--([A-Za-z0-9_]+)(?:=(.*))?$", re.DOTALL)
@@ -99,3 +105,84 @@ def _boolean(name: str, value: str) -> bool:
     if lowered in _FALSE:
         return False
     raise InputError(f"--{name} takes true or false, got {value!r}")
+
+
+# BatchingParameters fields whose Int64Value wrappers map one to one on BatchingSettings.
+_WRAPPED = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
+
+_WHOLE = "tfhost never splits a request: one larger than max_batch_size runs on its own, unmerged"
+
+
+def batching_settings(enable: bool, file: Path | None) -> BatchingSettings | None:
+    """What ``--enable_batching`` and ``--batching_parameters_file`` ask for, as TF Serving
+    reads them (model_servers/server.cc): off unless enabled; enabled without a file, TF
+    Serving's defaults; with one, its text-format ``BatchingParameters``, each unset field
+    left at its default. Raises InputError naming the file, and the line or the field."""
+    if not enable:
+        if file is not None:
+            # TF Serving refuses it too ("batching_parameters_file is set without setting
+            # enable_batching to true").
+            raise InputError(
+                f"--batching_parameters_file {file} is given without --enable_batching: "
+                f"add --enable_batching to batch (TensorFlow Serving refuses it alone too)"
+            )
+        return None
+    from tfhost.batching import BatchingSettings
+
+    if file is None:
+        return BatchingSettings()
+    return _read_batching_parameters(file)
+
+
+def _read_batching_parameters(file: Path) -> BatchingSettings:
+    from google.protobuf import text_format
+
+    from tfhost.batching import BatchingSettings
+    from tfhost.serve.protos import batching_parameters
+
+    where = f"--batching_parameters_file {file}"
+    try:
+        text = Path(file).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: cannot read it: {exc}") from None
+    params = batching_parameters()
+    try:
+        text_format.Parse(text, params)
+    except text_format.ParseError as exc:
+        raise InputError(f"{where}: {_parse_error(exc)}") from None
+    splitting = params.HasField("enable_large_batch_splitting")
+    if splitting and params.enable_large_batch_splitting.value:
+        raise InputError(
+            f"{where}: enable_large_batch_splitting is not supported: {_WHOLE}; remove it "
+            f"(and max_execution_batch_size)"
+        )
+    if params.HasField("max_execution_batch_size"):
+        # TF Serving reads it only when enable_large_batch_splitting is true.
+        _log.warning(
+            "%s: max_execution_batch_size ignored without enable_large_batch_splitting, as "
+            "TensorFlow Serving ignores it",
+            where,
+        )
+    values: dict[str, Any] = {
+        name: getattr(params, name).value for name in _WRAPPED if params.HasField(name)
+    }
+    if params.allowed_batch_sizes:
+        values["allowed_batch_sizes"] = tuple(params.allowed_batch_sizes)
+    values["pad_variable_length_inputs"] = params.pad_variable_length_inputs
+    # thread_pool_name names TF Serving's pool of batch threads; tfhost's are per model.
+    try:
+        return BatchingSettings(**values)
+    except InputError as exc:
+        what = re.sub(r"^BatchingSettings[.:]\s*", "", exc.message).replace(' (or "auto")', "")
+        raise InputError(f"{where}: {what}") from None
+
+
+def _parse_error(exc: Exception) -> str:
+    """``text_format``'s "3:1 : what" as "line 3, column 1: what"."""
+    line = getattr(exc, "GetLine", lambda: None)()
+    column = getattr(exc, "GetColumn", lambda: None)()
+    what = re.sub(r"^\d+:\d+ : ", "", str(exc))
+    if line is None:
+        return what
+    at = f"line {line}" if column is None else f"line {line}, column {column}"
+    return f"{at}: {what}"
