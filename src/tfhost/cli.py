@@ -632,19 +632,30 @@ def serve(
         str | None,
         typer.Option(
             "--batching_parameters_file",
-            help="TF Serving's BatchingParameters (text format) for --enable_batching.",
+            help="TF Serving's BatchingParameters (text format) for --enable_batching; "
+            '"" (its default): none.',
         ),
     ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve a model repository over TensorFlow Serving's REST and gRPC APIs and the KServe
     V2 / Open Inference Protocol, following the repository as it changes."""
-    _tensorflow_logs(verbose)  # before anything imports TensorFlow
     from tfhost.errors import TfhostError
+    from tfhost.serve.flags import batching_settings
+
+    try:
+        # Read before TensorFlow is imported (seconds): a bad file fails at once.
+        batching = batching_settings(
+            enable_batching, Path(batching_parameters_file) if batching_parameters_file else None
+        )
+    except TfhostError as exc:
+        raise _error(str(exc)) from None
+    _tensorflow_logs(verbose)  # before anything imports TensorFlow
     from tfhost.serve.command import ServeOptions, run
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tfhost").setLevel(logging.INFO)
+
     options = ServeOptions(
         repository=repository,
         host=host,
@@ -665,11 +676,7 @@ def serve(
         max_load_retries=max_num_load_retries,
         load_retry_interval_s=load_retry_interval_micros / 1e6,
         labels_for_unavailable=labels_for_unavailable,
-        enable_batching=enable_batching,
-        # TF Serving's default is "": no file.
-        batching_parameters_file=Path(batching_parameters_file)
-        if batching_parameters_file
-        else None,
+        batching=batching,
     )
     try:
         run(options, Console(stderr=True))

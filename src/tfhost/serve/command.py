@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tfhost.batching import BatchingSettings
 from tfhost.errors import InputError
 from tfhost.fleet import (
     ConfigError,
@@ -16,7 +17,6 @@ from tfhost.fleet import (
     ModelConfig,
     parse_bytes,
 )
-from tfhost.serve.flags import batching_settings
 from tfhost.serve.server import Bound, Server
 from tfhost.serve.settings import ServeSettings
 from tfhost.settings import HostSettings
@@ -45,10 +45,9 @@ class ServeOptions:
     max_load_retries: int = 5
     load_retry_interval_s: float = 1.0
     labels_for_unavailable: bool = False
-    # TF Serving's --enable_batching and --batching_parameters_file: the batching of every
-    # model whose tfhost.toml says nothing of batching.
-    enable_batching: bool = False
-    batching_parameters_file: Path | None = None
+    # The batching of every model whose tfhost.toml says nothing of batching: TF Serving's
+    # --enable_batching with its --batching_parameters_file (flags.batching_settings).
+    batching: BatchingSettings | None = None
 
 
 def run(options: ServeOptions, console: Console) -> None:
@@ -89,7 +88,7 @@ def _fleet(options: ServeOptions) -> Fleet:
         max_retries=options.max_load_retries,
         retry_backoff_s=options.load_retry_interval_s,
         labels_for_unavailable=options.labels_for_unavailable,
-        batching=batching_settings(options.enable_batching, options.batching_parameters_file),
+        batching=options.batching,
         memory_budget=None
         if options.memory_budget is None
         else _size(options.memory_budget, "--memory-budget"),
