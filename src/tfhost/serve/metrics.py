@@ -6,9 +6,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from tfhost.batching import QUEUE_BUCKETS, BatchingStats
 from tfhost.state import State
 
 if TYPE_CHECKING:
@@ -34,6 +40,9 @@ _LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+
+# Rows per model call of a batched version: powers of two up to 1024.
+BATCH_SIZE_BUCKETS = tuple(float(1 << i) for i in range(11))
 
 
 class Metrics:
@@ -105,6 +114,7 @@ class _FleetCollector(Collector):
             "Worker restarts of each process-isolated version.",
             labels=("model", "version"),
         )
+        batching = _BatchingFamilies()
         total = 0
         for info in infos:
             labels = (info.name, str(info.version))
@@ -117,10 +127,13 @@ class _FleetCollector(Collector):
             if info.load_seconds is not None:
                 load.add_metric(labels, info.load_seconds)
             restarts.add_metric(labels, info.restarts)
+            if info.batching is not None:
+                batching.add(labels, info.batching)
         yield state
         yield memory
         yield load
         yield restarts
+        yield from batching.families()
         yield GaugeMetricFamily(
             "tfhost_memory_used_bytes", "Memory of every available version.", value=total
         )
@@ -134,3 +147,55 @@ class _FleetCollector(Collector):
             "Versions unloaded to stay within the memory budget.",
             value=self._fleet.evictions,
         )
+
+
+class _BatchingFamilies:
+    """The batched versions' figures (``ModelInfo.batching``), one sample set per version."""
+
+    def __init__(self) -> None:
+        labels = ("model", "version")
+        self.sizes = HistogramMetricFamily(
+            "tfhost_batch_size",
+            "Rows each model call of a batched version was given (padding included).",
+            labels=labels,
+        )
+        self.depth = GaugeMetricFamily(
+            "tfhost_batch_queue_depth",
+            "Requests waiting in a batched version's queue.",
+            labels=labels,
+        )
+        self.waits = HistogramMetricFamily(
+            "tfhost_batch_queue_seconds",
+            "How long each request of a batched version waited in its queue.",
+            labels=labels,
+        )
+        self.limit = GaugeMetricFamily(
+            "tfhost_batch_max_size",
+            "The max_batch_size a batched version uses (configured, or what auto chose).",
+            labels=labels,
+        )
+
+    def add(self, labels: tuple[str, str], stats: BatchingStats) -> None:
+        sizes = stats.batch_sizes
+        buckets: list[tuple[str, float]] = [
+            (str(bound), sum(n for size, n in sizes.items() if size <= bound))
+            for bound in BATCH_SIZE_BUCKETS
+        ]
+        buckets.append(("+Inf", sum(sizes.values())))
+        rows = sum(size * n for size, n in sizes.items())
+        self.sizes.add_metric(labels, buckets, rows)
+        self.depth.add_metric(labels, stats.queue_depth)
+        # queue_buckets are cumulative already: each request counts in every bucket it fits.
+        waits: list[tuple[str, float]] = [
+            (str(bound), count)
+            for bound, count in zip(QUEUE_BUCKETS, stats.queue_buckets, strict=True)
+        ]
+        waits.append(("+Inf", stats.queued))
+        self.waits.add_metric(labels, waits, stats.queue_seconds)
+        self.limit.add_metric(labels, stats.max_batch_size)
+
+    def families(self) -> Iterator[Metric]:
+        yield self.sizes
+        yield self.depth
+        yield self.waits
+        yield self.limit
