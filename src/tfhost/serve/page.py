@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tfhost.state import State
 
 if TYPE_CHECKING:
+    from tfhost.batching import BatchingStats
     from tfhost.serve.plane import Plane
 
 REFRESH_S = 3
@@ -26,6 +27,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .AVAILABLE{color:#176f2c;font-weight:600}.FAILED{color:#b00020;font-weight:600}
 .LOADING,.START{color:#a66300}.UNLOADING,.END{color:#777}
 .error{color:#b00020;font-size:.9em;max-width:40rem}
+.batching{font-size:.9em;max-width:30rem}.batching .why{color:#777}
 .bar{display:inline-block;width:12rem;height:.7rem;background:#eee;vertical-align:middle}
 .bar span{display:block;height:100%;background:#4a78c2}
 """
@@ -54,11 +56,12 @@ def render(plane: Plane) -> str:
             f'<td class="num">{_bytes(info.memory_bytes)}</td>'
             f'<td class="num">{_seconds(info.load_seconds)}</td>'
             f'<td class="num">{rate:.2f}</td>'
+            f'<td class="batching">{_batching(info.batching)}</td>'
             f'<td class="error">{escape(error or "")}</td>'
             "</tr>"
         )
     if not rows:
-        rows.append('<tr><td colspan="9">no models</td></tr>')
+        rows.append('<tr><td colspan="10">no models</td></tr>')
     memory = f"{_bytes(used)} used"
     if budget is not None:
         share = min(1.0, used / budget) if budget else 1.0
@@ -87,9 +90,30 @@ def render(plane: Plane) -> str:
         f"{warning}"
         '<table id="models"><thead><tr>'
         "<th>model</th><th>version</th><th>state</th><th>labels</th><th>isolation</th>"
-        "<th>memory</th><th>load</th><th>requests/s</th><th>last error</th>"
+        "<th>memory</th><th>load</th><th>requests/s</th><th>batching</th><th>last error</th>"
         "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></body></html>"
     )
+
+
+def _batching(stats: BatchingStats | None) -> str:
+    """A batched version's cell: its max batch size (and how "auto" chose it), queue depth,
+    mean rows per model call, and the signatures batching is off for, with why."""
+    if stats is None:
+        return ""
+    calls = sum(stats.batch_sizes.values())
+    rows = sum(size * n for size, n in stats.batch_sizes.items())
+    mean = f"{rows / calls:.1f}" if calls else "-"
+    parts = [
+        f"max {stats.max_batch_size}",
+        f"queue {stats.queue_depth}",
+        f"mean batch {mean}",
+    ]
+    text = " · ".join(parts)
+    if stats.chosen != "configured":
+        text += f'<br><span class="why">chosen: {escape(stats.chosen)}</span>'
+    for signature, why in sorted(stats.unbatched.items()):
+        text += f'<br><span class="why">unbatched {escape(signature)}: {escape(why)}</span>'
+    return text
 
 
 def _ago(error: tuple[float, str]) -> str:
