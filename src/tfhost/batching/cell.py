@@ -130,12 +130,10 @@ class BatchingCell:
         self._queued = 0
         self._queue_seconds = 0.0
         self._queue_buckets = [0] * len(QUEUE_BUCKETS)
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"tfhost-batch-{name}-{i}", daemon=True)
-            for i in range(settings.threads)
-        ]
-        for thread in self._threads:
-            thread.start()
+        for i in range(settings.threads):
+            threading.Thread(
+                target=self._serve, name=f"tfhost-batch-{name}-{i}", daemon=True
+            ).start()
 
     # -- the Cell interface --------------------------------------------------------------
 
@@ -193,8 +191,9 @@ class BatchingCell:
         return task.future
 
     def close(self) -> None:
-        """Stop the batch threads once the batches running end, fail what is queued
-        (Unavailable), then close the inner cell."""
+        """Fail what is queued (Unavailable) and close the inner cell, which keeps the
+        Cell contract for the batches running (an inline cell closes once they return, a
+        process cell fails them); each batch thread ends once its batch has."""
         with self._lock:
             self._closed = True
             queued = list(self._queue)
@@ -203,9 +202,6 @@ class BatchingCell:
             self._changed.notify_all()
         for task in queued:
             _fail(task, Unavailable(f"model {self.name!r} was unloaded"))
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join()
         self.inner.close()
 
     def stats(self) -> BatchingStats:
