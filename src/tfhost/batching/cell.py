@@ -268,21 +268,19 @@ class BatchingCell:
 
     def _take(self) -> list[_Task] | None:
         """The next batch, waiting for one; None once closed. Holds ``_lock``."""
-        while not self._queue:
-            if self._closed:
-                return None
-            self._changed.wait()
-        head = self._queue[0]
-        if self._timeout > 0:
-            due = head.enqueued + self._timeout
-            while not self._closed and self._rows_of(head.key) < self.max_batch_size:
-                left = due - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(left)
-            if not self._queue:  # another batch thread took them meanwhile
-                return []
+        while True:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._changed.wait()
             head = self._queue[0]
+            if self._timeout <= 0 or self._closed:
+                break
+            left = head.enqueued + self._timeout - time.monotonic()
+            if left <= 0 or self._rows_of(head.key) >= self.max_batch_size:
+                break
+            # Look again when woken: another thread may have taken the head meanwhile.
+            self._changed.wait(left)
         batch: list[_Task] = []
         rows = 0
         kept: deque[_Task] = deque()
