@@ -2,7 +2,8 @@
 
     python bench/serve.py [--only mlp|wide] [--routes v2-rest,tfs-rest,tfs-grpc,v2-grpc]
                           [--concurrency 1,16] [--seconds 2] [--rounds 5] [--quick]
-                          [--self-check]
+                          [--self-check] [--batching [--max-batch-size 128]
+                          [--batch-timeout-micros 0] [--num-batch-threads 1]]
 
 Two TF2 SavedModels, written by the bench with seeded weights (one version ``1/`` each in
 one repository): ``mlp``, 784 -> 512 -> 10 with requests of 1 row, and ``wide``,
@@ -22,6 +23,37 @@ requests/s of each, the ratio tfhost / floor (median of the rounds' ratios) and 
 p50/p99 of each, and the lowest and highest ratio of the rounds (how much the machine moved
 under the point). Goal: ratio >= 1.0 at every point. ``--self-check`` puts a second floor
 where tfhost serve would be: every ratio should come out near 1.0.
+
+``--batching`` (issue "dynamic batching") adds a third server, ``batched``: tfhost serve
+on the same model files with a tfhost.toml of its own, ``[host] batching = {...}``. Every
+round has one slice of each of the three servers, in an order that rotates (each server
+takes each place equally often). Printed per point: each server's req/s, p50 and p99; t/f
+(tfhost / floor, the goal above); b/f (batched / floor) with the rounds' spread; b/t
+(batched / tfhost) for req/s and for p50; and under it, the batch sizes the batched server
+formed in the measured slices: the difference of its ``tfhost_batch_size`` histogram on
+``/metrics`` before and after each slice (mean rows per model call, calls per bucket).
+Goals: b/f >= 3 for mlp and >= 2 for wide at 16 clients; at 1 client, b/t within 10 %
+for req/s and for p50. ``--self-check --batching`` runs three floors.
+
+The batched server's settings, chosen by measuring (wrk, v2-rest, 16 clients, the two
+settings' servers side by side, 6 interleaved rounds of 3 s):
+
+- ``max_batch_size 128``: 16 clients of wide send 16 x 8 = 128 rows; with 32 a call takes 4
+  of them, and 128 was ahead in 5 of 6 rounds (about 40 %). For mlp (at most 16 rows
+  queued) the size makes no difference. ``"auto"`` chose 4 for mlp on this loaded machine
+  (its one-row call is slow and noisy) and lost to 128 (b/f 1.8 against 2.1).
+- ``num_batch_threads 1``: 2 was behind in 6 of 6 rounds on mlp (about 20 %: TensorFlow
+  already spreads one call over both cores, and the event loop needs the second); even on
+  wide.
+- ``batch_timeout_micros 0``: 300 filled the batches (mlp 16 rows per call instead of 10)
+  without more throughput (5 % behind on mlp, even on wide), and 0 never makes a request
+  wait for company.
+
+These were measured with batches forming at 16 clients. tfhost serve runs a request alone on
+its event loop when it is the only one in flight and its model is quick
+(``ServeSettings.inline_under_s``), and under a closed loop of clients each request is the
+only one admitted while the previous one runs, so the batch sizes line can show 1 row per
+call at 16 clients: then the settings do not matter, and the line says why b/f is low.
 
 On 2 cores the load generator competes with the server for CPU; it does so equally for
 both, so the ratio holds, but the absolute figures are those of a shared machine.
@@ -44,7 +76,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -228,8 +260,10 @@ def floor_command(repo: Path, grpc_mode: str) -> list[str]:
     ]
 
 
-def tfhost_command(repo: Path) -> list[str]:
-    return [
+def tfhost_command(repo: Path, config: Path | None = None) -> list[str]:
+    """``tfhost serve REPO``; with ``config``, that tfhost.toml instead of the repository's
+    (the same model files, other settings)."""
+    command = [
         sys.executable,
         "-m",
         "tfhost.cli",
@@ -242,6 +276,34 @@ def tfhost_command(repo: Path) -> list[str]:
         "--grpc-port",
         "0",
     ]
+    return command if config is None else [*command, "--model-config-file", str(config)]
+
+
+@dataclass(frozen=True)
+class Batching:
+    """The batched server's settings, written as its tfhost.toml's ``[host] batching``."""
+
+    max_batch_size: int | str  # an int, or "auto"
+    batch_timeout_micros: int
+    num_batch_threads: int
+
+    def toml(self) -> str:
+        size = f'"{self.max_batch_size}"' if self.max_batch_size == "auto" else self.max_batch_size
+        return (
+            "[host]\n"
+            f"batching = {{ max_batch_size = {size}, batch_timeout_micros = "
+            f"{self.batch_timeout_micros}, num_batch_threads = {self.num_batch_threads} }}\n"
+        )
+
+    def describe(self) -> str:
+        return (
+            f"max_batch_size {self.max_batch_size}, batch_timeout_micros "
+            f"{self.batch_timeout_micros}, num_batch_threads {self.num_batch_threads}"
+        )
+
+
+# What the batched server runs unless told otherwise (see the module's docstring).
+DEFAULT_BATCHING = Batching(max_batch_size=128, batch_timeout_micros=0, num_batch_threads=1)
 
 
 # -- one slice of load ----------------------------------------------------------------------
@@ -347,6 +409,99 @@ def rest_answer(base: str, route: str, model: str, body: bytes) -> np.ndarray:
         (output,) = doc["outputs"]
         return np.asarray(output["data"], np.float32).reshape(output["shape"])
     return np.asarray(doc["predictions"], np.float32)
+
+
+# -- the batch sizes a server formed: tfhost_batch_size on /metrics ----------------------------
+
+_BATCH_SAMPLE = re.compile(
+    r"^tfhost_batch_size_(bucket|count|sum)\{([^}]*)\}\s+(\S+)", re.MULTILINE
+)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class Batches:
+    """One model's ``tfhost_batch_size`` histogram (rows per model call) as scraped, or
+    the difference of two scrapes: ``buckets`` maps each upper bound to its cumulative
+    count, as Prometheus writes them."""
+
+    calls: float = 0.0
+    rows: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)
+
+    def __sub__(self, before: Batches) -> Batches:
+        return Batches(
+            self.calls - before.calls,
+            self.rows - before.rows,
+            {le: n - before.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+        )
+
+    def __add__(self, other: Batches) -> Batches:
+        les = set(self.buckets) | set(other.buckets)
+        return Batches(
+            self.calls + other.calls,
+            self.rows + other.rows,
+            {le: self.buckets.get(le, 0.0) + other.buckets.get(le, 0.0) for le in les},
+        )
+
+    def describe(self) -> str:
+        """``mean rows/call (calls); calls by rows: 1: n, 2: n, 3-4: n, ...`` (the
+        buckets' own bounds, empty ones left out)."""
+        if self.calls <= 0:
+            return "no model calls counted"
+        parts = []
+        low, below = 0.0, 0.0  # the previous bound, and the calls at or under it
+        for le in sorted(self.buckets):
+            count = self.buckets[le] - below
+            if count > 0:
+                parts.append(f"{_bucket_name(low, le)}: {count:.0f}")
+            low, below = le, self.buckets[le]
+        return (
+            f"{self.rows / self.calls:.1f} rows/call ({self.calls:.0f} calls); calls by rows: "
+            + ", ".join(parts)
+        )
+
+
+def _bucket_name(low: float, high: float) -> str:
+    """Rows in (low, high]: ``3-4`` where both bounds are whole numbers."""
+    if high == float("inf"):
+        return f">{low:g}"
+    if low.is_integer() and high.is_integer():
+        first, last = int(low) + 1, int(high)
+        return f"{last}" if first >= last else f"{first}-{last}"
+    return f"<={high:g}"
+
+
+def read_batches(base: str, model: str) -> Batches | None:
+    """``model``'s tfhost_batch_size from ``base``/metrics; None where the server has no
+    such metric (or no /metrics at all: the floor)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        text = response.read().decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        connection.close()
+    if response.status != 200:
+        return None
+    found = None
+    for kind, labels, value in _BATCH_SAMPLE.findall(text):
+        names = dict(_LABEL.findall(labels))
+        if names.get("model") != model:
+            continue
+        found = found or Batches()
+        number = float(value)
+        if kind == "count":
+            found.calls += number
+        elif kind == "sum":
+            found.rows += number
+        elif "le" in names:
+            le = float(names["le"])  # "+Inf" reads as inf
+            found.buckets[le] = found.buckets.get(le, 0.0) + number
+    return found
 
 
 # -- the gRPC load generator: a process of its own ------------------------------------------
@@ -612,31 +767,91 @@ def check(loads: Loads, server: Server, model: str, route: str) -> str:
 
 @dataclass
 class Result:
+    """One point's slices, by server (the floor first), and the batch sizes the batched
+    server formed over its measured slices (None without one, or without the metric)."""
+
     point: Point
-    other_label: str
-    floor: list[Slice]
-    other: list[Slice]
-    ratios: list[float]
+    labels: tuple[str, ...]
+    slices: dict[str, list[Slice]]
+    batches: Batches | None = None
+
+    def ratios(self, label: str, base: str = "floor") -> list[float]:
+        """Each round's requests/s of ``label`` over ``base``'s (the same round)."""
+        return [
+            o.rps / b.rps if b.rps else 0.0
+            for o, b in zip(self.slices[label], self.slices[base], strict=True)
+        ]
+
+    def p50_ratios(self, label: str, base: str) -> list[float]:
+        return [
+            o.p50_ms / b.p50_ms if b.p50_ms else 0.0
+            for o, b in zip(self.slices[label], self.slices[base], strict=True)
+        ]
 
 
-def measure(loads: Loads, floor: Server, other: Server, point: Point, args: Any) -> Result:
-    for server in (floor, other):
-        loads.run(server, point, WARMUP_S)
-    result = Result(point, other.label, [], [], [])
-    for round_ in range(args.rounds):
-        # ABBA: the server that goes second in one round goes first in the next, so neither
-        # always follows the other's leftovers (warm caches, a TensorFlow pool winding down).
-        order = [floor, other] if round_ % 2 == 0 else [other, floor]
-        slices = {server.label: loads.run(server, point, args.seconds) for server in order}
-        result.floor.append(slices[floor.label])
-        result.other.append(slices[other.label])
-        f, o = slices[floor.label].rps, slices[other.label].rps
-        result.ratios.append(o / f if f else 0.0)
+def orders(servers: int, rounds: int) -> list[list[int]]:
+    """Each round's order of the servers. Two: alternating (ABBA), so neither always
+    follows the other's leftovers (warm caches, a TensorFlow pool winding down). More: the
+    rotations, then the rotations reversed, so over every 2N rounds each server takes each
+    place equally often and goes before each other server as often as after it."""
+    if servers <= 2:
+        cycle = [list(range(servers)), list(reversed(range(servers)))]
+    else:
+        rotations = [[(first + i) % servers for i in range(servers)] for first in range(servers)]
+        cycle = rotations + [list(reversed(r)) for r in rotations]
+    return [cycle[r % len(cycle)] for r in range(rounds)]
+
+
+def measure(
+    loads: Loads,
+    servers: list[Server],
+    point: Point,
+    args: Any,
+    batched: Server | None = None,
+    warm: bool = True,
+) -> Result:
+    """``args.rounds`` rounds of one slice per server; ``batched``'s tfhost_batch_size is
+    read before and after each of its slices, so only the measured calls count."""
+    if warm:
+        for server in servers:
+            loads.run(server, point, WARMUP_S)
+    result = Result(point, tuple(s.label for s in servers), {s.label: [] for s in servers})
+    for order in orders(len(servers), args.rounds):
+        for server in (servers[i] for i in order):
+            before = read_batches(server.rest, point.model) if server is batched else None
+            result.slices[server.label].append(loads.run(server, point, args.seconds))
+            after = read_batches(server.rest, point.model) if before is not None else None
+            if before is not None and after is not None:
+                delta = after - before
+                result.batches = delta if result.batches is None else result.batches + delta
     return result
 
 
 def _med(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def _spread(ratios: list[float]) -> str:
+    """The rounds' lowest and highest ratio: how much the machine moved under a point."""
+    return f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else ""
+
+
+def _cells(slices: list[Slice], width: int) -> str:
+    return (
+        f"{_med([s.rps for s in slices]):{width}.0f} {_med([s.p50_ms for s in slices]):7.2f} "
+        f"{_med([s.p99_ms for s in slices]):7.2f}"
+    )
+
+
+def _failures(result: Result) -> str:
+    out = ""
+    for label in result.labels:
+        slices = result.slices[label]
+        errors = sum(s.errors for s in slices)
+        if errors:
+            first = next(s.error for s in slices if s.errors)
+            out += f"  ({label}: {errors} failed requests: {first})"
+    return out
 
 
 def header(other: str) -> str:
@@ -649,25 +864,80 @@ def header(other: str) -> str:
 
 def row(result: Result, goal: bool = True) -> str:
     p = result.point
-    cells = []
-    for slices in (result.floor, result.other):
-        cells.append(
-            f"{_med([s.rps for s in slices]):11.0f} {_med([s.p50_ms for s in slices]):7.2f} "
-            f"{_med([s.p99_ms for s in slices]):7.2f}"
-        )
-    ratio = _med(result.ratios)
-    # The rounds' lowest and highest ratio: how much the machine moved under this point.
-    spread = f"{min(result.ratios):.2f}-{max(result.ratios):.2f}"
+    other = result.labels[1]
+    ratios = result.ratios(other)
+    ratio = _med(ratios)
     verdict = ("met" if ratio >= GOAL else "NOT met") if goal else ""
-    for label, slices in (("floor", result.floor), (result.other_label, result.other)):
-        errors = sum(s.errors for s in slices)
-        if errors:
-            first = next(s.error for s in slices if s.errors)
-            verdict += f"  ({label}: {errors} failed requests: {first})"
     return (
-        f"{p.model:5} {p.route:8} {p.concurrency:4d} | {cells[0]} | {cells[1]:>12} "
-        f"| {ratio:5.2f} {spread:>11}  {verdict}"
+        f"{p.model:5} {p.route:8} {p.concurrency:4d} | {_cells(result.slices['floor'], 11)} | "
+        f"{_cells(result.slices[other], 11)} | {ratio:5.2f} {_spread(ratios):>11}  "
+        f"{verdict}{_failures(result)}"
     ).rstrip()
+
+
+# -- the --batching table -------------------------------------------------------------------
+
+# Batched / floor requests/s at BATCH_CONCURRENCY clients, per model (the issue's goals).
+FLOOR_GOALS = {"mlp": 3.0, "wide": 2.0}
+BATCH_CONCURRENCY = 16
+# At one client, batched against unbatched tfhost: requests/s and p50 within this.
+ALONE_TOLERANCE = 0.10
+
+
+def batch_header(labels: tuple[str, ...]) -> str:
+    blocks = " | ".join(f"{label + ' req/s':>13} {'p50 ms':>7} {'p99 ms':>7}" for label in labels)
+    t, b = _short(labels[1]), _short(labels[2])
+    return (
+        f"{'model':5} {'route':8} {'conc':>4} | {blocks} | {t + '/f':>5} | "
+        f"{b + '/f':>5} {'(rounds)':>11} | {b + '/' + t + ' req/s':>9} {'p50':>5} | goal"
+    )
+
+
+def _short(label: str) -> str:
+    """A ratio's name for a server: t(fhost), b(atched), or B and C (the self-check's)."""
+    return label.removeprefix("floor ") if label.startswith("floor ") else label[0]
+
+
+def batch_goal(result: Result) -> tuple[bool, str] | None:
+    """(met, what) for the points the issue sets a goal at; None elsewhere."""
+    p = result.point
+    tfhost, batched = result.labels[1], result.labels[2]
+    if p.concurrency == BATCH_CONCURRENCY and p.model in FLOOR_GOALS:
+        want = FLOOR_GOALS[p.model]
+        met = _med(result.ratios(batched)) >= want
+        return met, f"{_short(batched)}/f >= {want:g}: {'met' if met else 'NOT met'}"
+    if p.concurrency == 1:
+        rps = _med(result.ratios(batched, tfhost))
+        p50 = _med(result.p50_ratios(batched, tfhost))
+        met = rps >= 1 - ALONE_TOLERANCE and p50 <= 1 + ALONE_TOLERANCE
+        what = f"{_short(batched)}/{_short(tfhost)} within {ALONE_TOLERANCE:.0%}"
+        return met, f"{what}: {'met' if met else 'NOT met'}"
+    return None
+
+
+def batch_row(result: Result, goal: bool = True) -> str:
+    p = result.point
+    tfhost, batched = result.labels[1], result.labels[2]
+    blocks = " | ".join(_cells(result.slices[label], 13) for label in result.labels)
+    vs_floor = result.ratios(batched)
+    rps, p50 = _med(result.ratios(batched, tfhost)), _med(result.p50_ratios(batched, tfhost))
+    judged = batch_goal(result) if goal else None
+    verdict = judged[1] if judged else ""
+    return (
+        f"{p.model:5} {p.route:8} {p.concurrency:4d} | {blocks} | "
+        f"{_med(result.ratios(tfhost)):5.2f} | {_med(vs_floor):5.2f} {_spread(vs_floor):>11} | "
+        f"{rps:9.2f} {p50:5.2f} | {verdict}{_failures(result)}"
+    ).rstrip()
+
+
+def batch_sizes_line(result: Result, batched: Server | None) -> str:
+    if batched is None:
+        return ""
+    if result.batches is None:
+        what = "tfhost_batch_size is not on its /metrics (yet): batch sizes not counted"
+    else:
+        what = result.batches.describe()
+    return f"{'':19} | {batched.label}: {what}"
 
 
 def other_servers_note() -> str:
@@ -698,13 +968,42 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", default="1,16", help="comma-separated client counts")
     # Whole seconds: wrk's -d takes no fractions.
-    parser.add_argument("--seconds", type=int, default=2, help="each slice, whole seconds")
-    parser.add_argument("--rounds", type=int, default=5, help="[floor, tfhost] pairs per point")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s slices")
+    parser.add_argument("--seconds", type=int, help="each slice, whole seconds (default 2)")
+    parser.add_argument("--rounds", type=int, help="slices of each server per point (default 5)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round of 2 s slices (with --batching: 1 s slices and one warm-up "
+        "per model)",
+    )
     parser.add_argument(
         "--self-check",
         action="store_true",
-        help="a second floor in tfhost serve's place: every ratio should be near 1.0",
+        help="a second floor in tfhost serve's place (and a third in the batched one's): "
+        "every ratio should be near 1.0",
+    )
+    parser.add_argument(
+        "--batching",
+        action="store_true",
+        help="a third server: tfhost serve with batching on the same model files",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        default=str(DEFAULT_BATCHING.max_batch_size),
+        help=f'--batching: rows per model call, or "auto" '
+        f"(default {DEFAULT_BATCHING.max_batch_size})",
+    )
+    parser.add_argument(
+        "--batch-timeout-micros",
+        type=int,
+        default=DEFAULT_BATCHING.batch_timeout_micros,
+        help=f"--batching (default {DEFAULT_BATCHING.batch_timeout_micros})",
+    )
+    parser.add_argument(
+        "--num-batch-threads",
+        type=int,
+        default=DEFAULT_BATCHING.num_batch_threads,
+        help=f"--batching (default {DEFAULT_BATCHING.num_batch_threads})",
     )
     parser.add_argument(
         "--floor-grpc",
@@ -718,8 +1017,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--write-models", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--only-names", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.seconds = 1, 2
+    # --quick sets what was not given; --quick --rounds 3 keeps the 3.
+    quick_seconds = 1 if args.batching else 2
+    if args.seconds is None:
+        args.seconds = quick_seconds if args.quick else 2
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 5
     args.route_list = [r.strip() for r in args.routes.split(",") if r.strip()]
     unknown = sorted(set(args.route_list) - set(ROUTES))
     if unknown:
@@ -730,6 +1033,14 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--concurrency: not a comma-separated list of integers: {args.concurrency}")
     if args.seconds < 1 or args.rounds < 1 or min(args.concurrency_list, default=0) < 1:
         parser.error("--seconds, --rounds and every concurrency must be at least 1")
+    size = args.max_batch_size
+    if size != "auto" and not (size.isdigit() and int(size) >= 1):
+        parser.error(f'--max-batch-size: a positive integer or "auto", got {size!r}')
+    if args.batch_timeout_micros < 0 or args.num_batch_threads < 1:
+        parser.error("--batch-timeout-micros must be >= 0 and --num-batch-threads >= 1")
+    args.batching_settings = Batching(
+        size if size == "auto" else int(size), args.batch_timeout_micros, args.num_batch_threads
+    )
     return args
 
 
@@ -738,12 +1049,20 @@ def bench(args: argparse.Namespace, root: Path) -> int:
     models = [args.only] if args.only else list(MODELS)
     repo = args.keep or root / "models"
     write_repository(repo, models, root / "write.log")
-    other_label = "floor B" if args.self_check else "tfhost"
     servers = [Server("floor", floor_command(repo, args.floor_grpc), root / "floor.log")]
     if args.self_check:
-        servers.append(Server(other_label, floor_command(repo, args.floor_grpc), root / "b.log"))
+        servers.append(Server("floor B", floor_command(repo, args.floor_grpc), root / "b.log"))
+        if args.batching:
+            servers.append(Server("floor C", floor_command(repo, args.floor_grpc), root / "c.log"))
     else:
-        servers.append(Server(other_label, tfhost_command(repo), root / "tfhost.log"))
+        servers.append(Server("tfhost", tfhost_command(repo), root / "tfhost.log"))
+        if args.batching:
+            config = root / "batched.toml"
+            config.write_text(args.batching_settings.toml())
+            servers.append(Server("batched", tfhost_command(repo, config), root / "batched.log"))
+    # The server whose tfhost_batch_size is read around its slices.
+    batched = servers[2] if args.batching and not args.self_check else None
+    labels = tuple(s.label for s in servers)
     driver = GrpcDriver(root / "driver.log")
     try:
         for server in servers:
@@ -751,37 +1070,40 @@ def bench(args: argparse.Namespace, root: Path) -> int:
                 server.wait_ready()
             except RuntimeError as exc:
                 print(f"{server.label} did not start: {exc}", file=sys.stderr)
-                if server.label == "tfhost":
+                if not server.label.startswith("floor"):
                     print("(bench/serve.py --self-check runs the harness alone)", file=sys.stderr)
                 return 1
-        floor, other = servers
         print(
             ", ".join(f"{s.label} ready in {s.ready_s:.0f} s ({s.rest}, {s.grpc})" for s in servers)
         )
+        if batched is not None:
+            print(f"batched: [host] batching = {{ {args.batching_settings.describe()} }}")
         loads = Loads(root, models, driver)
         broken: dict[tuple[str, str], str] = {}
         for model in models:
             for route in args.route_list:
-                problem = check(loads, floor, model, route)
+                problem = check(loads, servers[0], model, route)
                 if problem:
                     raise RuntimeError(f"the floor is wrong on {model} {route}: {problem}")
-                problem = check(loads, other, model, route)
-                if problem:
-                    broken[model, route] = problem
-        print(header(other_label))
+                for server in servers[1:]:
+                    problem = check(loads, server, model, route)
+                    if problem:
+                        broken[model, route] = f"{server.label} answered wrongly: {problem}"
+                        break
+        print(batch_header(labels) if args.batching else header(labels[1]))
         results = []
         for model in models:
             for route in args.route_list:
                 if (model, route) in broken:
-                    print(
-                        f"{model:5} {route:8}  not measured: {other_label} answered "
-                        f"wrongly: {broken[model, route]}"
-                    )
+                    print(f"{model:5} {route:8}  not measured: {broken[model, route]}")
                     continue
-                for concurrency in args.concurrency_list:
+                for i, concurrency in enumerate(args.concurrency_list):
                     point = Point(model, route, concurrency)
+                    # --quick --batching: one warm-up per model, to stay short.
+                    first = i == 0 and route == args.route_list[0]
+                    warm = first or not (args.quick and args.batching)
                     try:
-                        result = measure(loads, floor, other, point, args)
+                        result = measure(loads, servers, point, args, batched, warm)
                     except RuntimeError as exc:
                         # A load generator that fails usually means a server went away:
                         # say which, and how, rather than only that a connection failed.
@@ -790,20 +1112,15 @@ def bench(args: argparse.Namespace, root: Path) -> int:
                             print(server.describe_exit(), file=sys.stderr)
                         return 1
                     results.append(result)
-                    print(row(result, goal=not args.self_check), flush=True)
-        if args.self_check:
-            ratios = [_med(r.ratios) for r in results]
-            print(
-                f"self-check (floor against floor): ratios from {min(ratios):.2f} to "
-                f"{max(ratios):.2f}, the noise a tfhost ratio measured now would carry"
-            )
-        else:
-            met = sum(_med(r.ratios) >= GOAL for r in results)
-            total = len(results) + len(broken) * len(args.concurrency_list)
-            print(
-                f"goal: {other_label} / floor >= {GOAL:g} at every point: "
-                f"{'met' if met == total and total else 'NOT met'} ({met} of {total} points)"
-            )
+                    if args.batching:
+                        print(batch_row(result, goal=not args.self_check))
+                        line = batch_sizes_line(result, batched)
+                        if line:
+                            print(line)
+                    else:
+                        print(row(result, goal=not args.self_check), flush=True)
+                    sys.stdout.flush()
+        summarize(args, results, broken, labels)
         print(other_servers_note())
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         took = time.monotonic() - started
@@ -813,6 +1130,45 @@ def bench(args: argparse.Namespace, root: Path) -> int:
         driver.close()
         for server in servers:
             server.stop()
+
+
+def summarize(
+    args: argparse.Namespace,
+    results: list[Result],
+    broken: dict[tuple[str, str], str],
+    labels: tuple[str, ...],
+) -> None:
+    if args.self_check:
+        for label in labels[1:]:
+            ratios = [_med(r.ratios(label)) for r in results]
+            print(
+                f"self-check ({label} against floor): ratios from {min(ratios):.2f} to "
+                f"{max(ratios):.2f}, the noise a ratio measured now would carry"
+            )
+        return
+    missing = len(broken) * len(args.concurrency_list)  # points not measured: missed
+    if args.batching:
+        measured = {r.point.model for r in results} | {model for model, _ in broken}
+        floor_goals = ", ".join(f"{v:g} ({k})" for k, v in FLOOR_GOALS.items() if k in measured)
+        for concurrency, what in (
+            (BATCH_CONCURRENCY, f"batched / floor req/s >= {floor_goals}"),
+            (1, f"batched within {ALONE_TOLERANCE:.0%} of tfhost (req/s and p50)"),
+        ):
+            if concurrency not in args.concurrency_list:
+                continue
+            judged = [batch_goal(r) for r in results if r.point.concurrency == concurrency]
+            met = sum(1 for g in judged if g is not None and g[0])
+            total = len(judged) + len(broken)
+            print(
+                f"goal: {what} at concurrency {concurrency}: "
+                f"{'met' if met == total and total else 'NOT met'} ({met} of {total} points)"
+            )
+    met = sum(_med(r.ratios(labels[1])) >= GOAL for r in results)
+    total = len(results) + missing
+    print(
+        f"goal: {labels[1]} / floor >= {GOAL:g} at every point: "
+        f"{'met' if met == total and total else 'NOT met'} ({met} of {total} points)"
+    )
 
 
 def main() -> None:
@@ -826,14 +1182,17 @@ def main() -> None:
         return
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     models = [args.only] if args.only else list(MODELS)
+    labels = ["floor", "floor B" if args.self_check else "tfhost"]
+    if args.batching:
+        labels.append("floor C" if args.self_check else "batched")
     points = len(models) * len(args.route_list) * len(args.concurrency_list)
-    estimate = points * (2 * args.rounds * args.seconds + 2 * WARMUP_S)
+    warmups = len(models) if args.quick and args.batching else points
+    estimate = len(labels) * (points * args.rounds * args.seconds + warmups * WARMUP_S)
     print(
         f"tfhost serve bench: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
-        f"load average {load}; {points} points x {args.rounds} rounds of [floor, "
-        f"{'floor B' if args.self_check else 'tfhost'}] x {args.seconds} s (~{estimate:.0f} s"
-        f" of load); REST: wrk -t1 -cN, gRPC: one grpc.aio client process, N tasks; "
-        f"floor gRPC: {args.floor_grpc}"
+        f"load average {load}; {points} points x {args.rounds} rounds of [{', '.join(labels)}]"
+        f" x {args.seconds} s (~{estimate:.0f} s of load); REST: wrk -t1 -cN, gRPC: one "
+        f"grpc.aio client process, N tasks; floor gRPC: {args.floor_grpc}"
     )
     print(
         "models: mlp 784->512->10, 1-row requests; wide 2048->4096->1000, 8-row requests "
