@@ -279,6 +279,11 @@ class Handle:
     def signatures(self) -> Mapping[str, SignatureSpec]:
         return self._cell.signatures
 
+    @property
+    def batched(self) -> bool:
+        """Whether its runs are merged with others' (``Host.load(batching=...)``)."""
+        return isinstance(self._cell, BatchingCell)
+
     def check(self, inputs: Mapping[str, Any], signature: str = DEFAULT_SIGNATURE) -> Checked:
         """``inputs`` checked against ``signature``; InputError or NotFound saying why not."""
         spec = self._cell.signatures.get(signature)

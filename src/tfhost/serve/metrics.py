@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
@@ -71,13 +71,24 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_FleetCollector(fleet))
+        # The children of each label set, looked up once: labels() costs more than the
+        # increment on a fast request's path.
+        self._children: dict[tuple[str, str, int | None, str], tuple[Any, Any]] = {}
 
     def request(
         self, protocol: str, model: str, version: int | None, status: str, seconds: float
     ) -> None:
-        v = "" if version is None else str(version)
-        self._requests.labels(model, v, protocol, status).inc()
-        self._latency.labels(model, v, protocol).observe(seconds)
+        key = (protocol, model, version, status)
+        children = self._children.get(key)
+        if children is None:
+            v = "" if version is None else str(version)
+            children = (
+                self._requests.labels(model, v, protocol, status),
+                self._latency.labels(model, v, protocol),
+            )
+            self._children[key] = children  # a racing thread stores equal children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def refused(self, protocol: str) -> None:
         self._refused.labels(protocol).inc()

@@ -117,20 +117,28 @@ class Plane:
     ) -> dict[str, np.ndarray]:
         """Run checked inputs. A request alone on the server whose model is quick runs
         right here (a thread hop would cost more than the call); others run on the host's
-        serving threads, so the event loop reads the next request meanwhile."""
+        serving threads, so the event loop reads the next request meanwhile. A batched
+        model's request never runs here: while the loop runs a model it reads no other
+        request, so none could join the batch (the requests of clients that each wait for
+        their answer would arrive one at a time)."""
         key = _key(handle, checked.signature)
         estimate = self._latency.get(key)
         ticket.ran = time.perf_counter()
-        if self._active == 1 and estimate is not None and estimate < self.settings.inline_under_s:
+        if (
+            self._active == 1
+            and estimate is not None
+            and estimate < self.settings.inline_under_s
+            and not (isinstance(handle, Handle) and handle.batched)
+        ):
             outputs = handle.run(checked, deadline=ticket.deadline)
         elif ticket.deadline is None:
             outputs = await handle.run_async(checked)
         else:
             # The answer is due at the deadline even where the call cannot be stopped (an
             # inline model): the client hears DeadlineExceeded then, the thread finishes.
-            running = handle.run_async(checked, deadline=ticket.deadline)
             try:
-                outputs = await asyncio.wait_for(running, ticket.deadline - time.monotonic())
+                async with asyncio.timeout(ticket.deadline - time.monotonic()):
+                    outputs = await handle.run_async(checked, deadline=ticket.deadline)
             except TimeoutError:
                 raise DeadlineExceeded(
                     f"model {key[0]!r} signature {checked.signature!r}: no answer within the "
