@@ -91,6 +91,9 @@ class FleetSettings:
     # The batching of every model whose config says nothing of batching (TF Serving's
     # --enable_batching with its --batching_parameters_file); None: unbatched.
     batching: BatchingSettings | None = None
+    # Every model lazy, whatever its config says: loaded on its first request only (a Ray
+    # Serve replica loads just the models routed to it).
+    lazy: bool = False
 
     def __post_init__(self) -> None:
         if self.poll_s is not None and not self.poll_s > 0:
@@ -429,7 +432,7 @@ class Fleet:
                 if name in on_disk and name not in held
                 else frozenset(),
                 labels=dict(model.labels),
-                lazy=model.lazy,
+                lazy=model.lazy or self.settings.lazy,
                 pinned=model.pinned,
                 estimate_bytes=_estimates(
                     on_disk.get(name),
