@@ -17,7 +17,6 @@ from tfhost.fleet import (
     ModelConfig,
     parse_bytes,
 )
-from tfhost.serve.server import Bound, Server
 from tfhost.serve.settings import ServeSettings
 from tfhost.settings import HostSettings
 
@@ -48,21 +47,22 @@ class ServeOptions:
     # The batching of every model whose tfhost.toml says nothing of batching: TF Serving's
     # --enable_batching with its --batching_parameters_file (flags.batching_settings).
     batching: BatchingSettings | None = None
+    # --ray: serve on Ray Serve with this many replicas (tfhost.ray), REST only.
+    ray: bool = False
+    replicas: int = 1
 
 
 def run(options: ServeOptions, console: Console) -> None:
     """Load the fleet (showing its progress), serve until SIGTERM, drain, close."""
-    settings = ServeSettings(
-        host=options.host,
-        rest_port=options.rest_port,
-        grpc_port=options.grpc_port,
-        max_body_bytes=_size(options.max_body, "--max-body"),
-        request_timeout_s=None if options.timeout_ms is None else options.timeout_ms / 1000,
-        max_in_flight=options.max_in_flight,
-        token=options.token,
-        metrics_paths=_metrics_paths(options.monitoring_config_file),
-    )
-    fleet = _fleet(options)
+    if options.ray:
+        from tfhost.ray.launch import run_on_ray  # Ray only when asked for
+
+        run_on_ray(options, console)
+        return
+    from tfhost.serve.server import Bound, Server  # grpc, uvicorn, the serving protos
+
+    settings = serve_settings(options)
+    fleet = build_fleet(options)
     try:
         fleet.start(wait=True, progress=console)
         server = Server(fleet, settings)
@@ -76,7 +76,23 @@ def run(options: ServeOptions, console: Console) -> None:
         fleet.close()
 
 
-def _fleet(options: ServeOptions) -> Fleet:
+def serve_settings(options: ServeOptions) -> ServeSettings:
+    """How the server listens and guards itself (every replica's, on Ray)."""
+    return ServeSettings(
+        host=options.host,
+        rest_port=options.rest_port,
+        grpc_port=options.grpc_port,
+        max_body_bytes=_size(options.max_body, "--max-body"),
+        request_timeout_s=None if options.timeout_ms is None else options.timeout_ms / 1000,
+        max_in_flight=options.max_in_flight,
+        token=options.token,
+        metrics_paths=_metrics_paths(options.monitoring_config_file),
+    )
+
+
+def build_fleet(options: ServeOptions, *, lazy: bool = False) -> Fleet:
+    """The fleet ``tfhost serve`` runs for ``options``; ``lazy``: every model loads on its
+    first request (a Ray replica's fleet)."""
     polls = [options.poll_seconds, options.config_poll_seconds or 0]
     if any(p < 0 for p in polls):
         raise InputError("poll intervals must be 0 (once) or a positive number of seconds")
@@ -89,6 +105,7 @@ def _fleet(options: ServeOptions) -> Fleet:
         retry_backoff_s=options.load_retry_interval_s,
         labels_for_unavailable=options.labels_for_unavailable,
         batching=options.batching,
+        lazy=lazy,
         memory_budget=None
         if options.memory_budget is None
         else _size(options.memory_budget, "--memory-budget"),

@@ -38,6 +38,25 @@ _STATUS = re.compile(
     r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
 )
 
+# KServe V2's per-model routes (below): /v2/models/NAME[/...] and the repository's
+# /v2/repository/models/NAME/load|unload; /v2/models/stats is every model's.
+_V2_MODEL = re.compile(r"/v2/(?:repository/)?models/([^/]+)(/.*)?")
+
+
+def model_name(method: str, path: str) -> str | None:
+    """The model a request names, read from its path as the routes below read it (a Ray
+    Serve ingress sends it to a replica that holds that model); None when the request
+    names none (health, server metadata, every model's stats or status, or a path no
+    route takes): any replica answers it."""
+    if path[:4].lower() == "/v1/":
+        match = (_PREDICT if method == "POST" else _STATUS).fullmatch(path)
+        return None if match is None else match.group(1) or None
+    match = _V2_MODEL.fullmatch(path)
+    if match is None or (match.group(1) == "stats" and match.group(2) is None):
+        return None
+    return match.group(1)
+
+
 # TensorFlow Serving answers a method it does not serve with "Malformed request" (400).
 _ANY_METHOD = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
