@@ -245,6 +245,32 @@ def test_metrics_show_the_batches_formed(server: ServerProcess, reference: np.nd
     assert chosen is not None and chosen in {float(1 << i) for i in range(11)}
 
 
+def test_requests_to_a_warm_model_still_meet_in_a_batch(
+    server: ServerProcess, reference: np.ndarray
+) -> None:
+    # A lone quick request runs on the event loop (tfhost serve's fast path); were a batched
+    # model's requests run there too, the loop would read each only after the one before
+    # answered, and no batch would ever form.
+    send = _tfs_rest(server)
+    for row in ROWS[:3]:
+        send(row)  # the plane now knows batchy is quick
+    batchy = {"model": "batchy", "version": "1"}
+    for _ in range(5):
+        before = _samples(server)
+        np.testing.assert_allclose(_together(send), reference, rtol=RTOL, atol=ATOL)
+        after = _samples(server)
+        calls, ones = (
+            (_of(after, name, **batchy, **extra) or 0) - (_of(before, name, **batchy, **extra) or 0)
+            for name, extra in (
+                ("tfhost_batch_size_count", {}),
+                ("tfhost_batch_size_bucket", {"le": "1.0"}),
+            )
+        )
+        if calls > ones:
+            break
+    assert calls > ones, "16 requests at once to a warm model never met in a batch"
+
+
 class _Cells(html.parser.HTMLParser):
     """The status page's models table: header names and each row's cells."""
 
