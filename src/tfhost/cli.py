@@ -636,6 +636,19 @@ def serve(
             '"" (its default): none.',
         ),
     ] = None,
+    on_ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Serve on Ray Serve (pip install 'tfhost[ray]'): the cluster RAY_ADDRESS "
+            "names, else a local one started and stopped here; REST only, through Ray "
+            "Serve's proxy on --host:--rest-port. See docs/scale-out.md.",
+        ),
+    ] = False,
+    replicas: Annotated[
+        int,
+        typer.Option(help="With --ray: replicas, each a fleet of its own (--memory-budget each)."),
+    ] = 1,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve a model repository over TensorFlow Serving's REST and gRPC APIs and the KServe
@@ -650,7 +663,8 @@ def serve(
         )
     except TfhostError as exc:
         raise _error(str(exc)) from None
-    _tensorflow_logs(verbose)  # before anything imports TensorFlow
+    if not on_ray:  # on Ray the replicas import TensorFlow, this process need not
+        _tensorflow_logs(verbose)  # before anything imports TensorFlow
     from tfhost.serve.command import ServeOptions, run
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -677,6 +691,8 @@ def serve(
         load_retry_interval_s=load_retry_interval_micros / 1e6,
         labels_for_unavailable=labels_for_unavailable,
         batching=batching,
+        ray=on_ray,
+        replicas=replicas,
     )
     try:
         run(options, Console(stderr=True))
