@@ -118,18 +118,24 @@ class Plane:
         """Run checked inputs. A request alone on the server whose model is quick runs
         right here (a thread hop would cost more than the call); others run on the host's
         serving threads, so the event loop reads the next request meanwhile. A batched
-        model's request never runs here: while the loop runs a model it reads no other
-        request, so none could join the batch (the requests of clients that each wait for
-        their answer would arrive one at a time)."""
+        model's request runs here only when, after the loop has read what came in, it is
+        still alone: while the loop runs a model it reads no other request, so none could
+        join the batch (the requests of clients that each wait for their answer would
+        arrive one at a time)."""
         key = _key(handle, checked.signature)
         estimate = self._latency.get(key)
         ticket.ran = time.perf_counter()
-        if (
-            self._active == 1
-            and estimate is not None
-            and estimate < self.settings.inline_under_s
-            and not (isinstance(handle, Handle) and handle.batched)
-        ):
+        inline = (
+            self._active == 1 and estimate is not None and estimate < self.settings.inline_under_s
+        )
+        if inline and isinstance(handle, Handle) and handle.batched:
+            # Alone as far as the plane knows, but requests may be waiting unread. Two turns
+            # of the loop: one reads the sockets, one takes their requests to this plane,
+            # where they count as active and go to the batch (as does this one).
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            inline = self._active == 1
+        if inline:
             outputs = handle.run(checked, deadline=ticket.deadline)
         elif ticket.deadline is None:
             outputs = await handle.run_async(checked)
