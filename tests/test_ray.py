@@ -15,6 +15,7 @@ process).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -178,6 +179,30 @@ def test_the_kserve_serving_runtime_runs_tfhost_serve() -> None:
     params = command.make_context("serve", given).params
     assert (params["rest_port"], params["grpc_port"], params["host"]) == (8080, 8081, "0.0.0.0")
     assert params["model_name"] == "ranker" and params["memory_budget"] == "3GiB"
+
+
+@outside
+def test_replicas_without_ray_is_refused(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "tfhost.cli", "serve", str(tmp_path), "--replicas", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--replicas is for --ray" in done.stderr
+
+
+@inside
+def test_a_bad_start_stops_before_ray_starts(tmp_path: Path) -> None:
+    """A missing repository or --no-rest: tfhost serve's own error, and no Ray started."""
+    for args in ([str(tmp_path / "missing")], [str(tmp_path), "--no-rest"]):
+        command = [sys.executable, "-m", "tfhost.cli", "serve", *args, "--ray"]
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        started = []
+        while process.poll() is None:
+            with contextlib.suppress(psutil.Error):  # it ended meanwhile
+                started += [" ".join(c.cmdline()) for c in psutil.Process(process.pid).children()]
+            time.sleep(0.05)
+        _, error = process.communicate(timeout=120)
+        assert process.returncode == 2, error
+        assert "no model repository" in error or "drop --no-rest" in error, error
+        assert not [c for c in started if "ray" in c], started
 
 
 def test_import_tfhost_ray_does_not_import_ray() -> None:

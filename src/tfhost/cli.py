@@ -663,6 +663,8 @@ def serve(
         )
     except TfhostError as exc:
         raise _error(str(exc)) from None
+    if replicas != 1 and not on_ray:
+        raise _error("--replicas is for --ray: tfhost serve alone is one server")
     if not on_ray:  # on Ray the replicas import TensorFlow, this process need not
         _tensorflow_logs(verbose)  # before anything imports TensorFlow
     from tfhost.serve.command import ServeOptions, run

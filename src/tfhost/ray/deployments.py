@@ -47,7 +47,7 @@ from tfhost.ray import asgi
 from tfhost.ray.router import FREE_BYTES, BudgetRouter
 from tfhost.serve.codecs import tfs_json
 from tfhost.serve.rest import JSON, model_name, v2_error
-from tfhost.state import State
+from tfhost.state import Event, State
 
 if TYPE_CHECKING:
     from ray.serve import Application
@@ -120,6 +120,7 @@ class _Replica:
         self._in_flight: collections.Counter[str] = collections.Counter()
         self._stale = False
         self._unsubscribe = self._fleet.host.subscribe(self._heard)
+        self._closed = False
         _log.info("replica %s: serving %s", context.replica_tag, self._fleet.repository)
 
     @serve.multiplexed(max_num_models_per_replica=-1)  # type: ignore[untyped-decorator]
@@ -174,16 +175,18 @@ class _Replica:
             wrapper._push_multiplexed_replica_info = True  # type: ignore[union-attr]
             _log.info("replica no longer holds %s", ", ".join(sorted(gone)))
 
-    def _heard(self, event: Any) -> None:
+    def _heard(self, event: Event) -> None:
         # A fleet thread: only a flag; the next request or stats poll reconciles.
         if event.state in (State.UNLOADING, State.END, State.FAILED):
             self._stale = True
 
     def __del__(self) -> None:
-        fleet = getattr(self, "_fleet", None)
-        if fleet is not None:
-            self._unsubscribe()
-            fleet.close()
+        # Ray Serve calls it when it stops the replica; the garbage collector may again.
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self._unsubscribe()
+        self._fleet.close()
 
 
 class _Ingress:
