@@ -181,6 +181,15 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path, toolbox: Path) -> Non
             client.get("/v2/health/live")
 
 
+def test_sigterm_the_moment_it_is_ready_exits_cleanly(tmp_path: Path, toolbox: Path) -> None:
+    # The ready line comes after the signal handlers are in place: a SIGTERM sent the
+    # moment it is read drains and exits 0 (it once killed the process, exit -15).
+    repo = tmp_path / "models"
+    shutil.copytree(toolbox, repo / "toolbox" / "1")
+    process = ServerProcess([str(repo)])
+    assert process.terminate() == 0, process.log()
+
+
 def test_concurrent_requests_get_their_own_answers(guarded: ServerProcess) -> None:
     x = np.arange(6, dtype=np.float32)
 

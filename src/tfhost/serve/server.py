@@ -73,9 +73,11 @@ class Server:
                 grpc_port,
             )
             _log.info("tfhost serve: %s", bound.describe())
-            if on_ready is not None:
-                on_ready(bound)
+            # The handlers are in place before anyone hears that the server is ready: a
+            # SIGTERM right after the ready line drains and exits 0, as any other does.
             with self._signals():
+                if on_ready is not None:
+                    on_ready(bound)
                 if rest_socket is not None:
                     self._serve_rest(rest_socket)
                 else:
@@ -101,6 +103,8 @@ class Server:
         )
         server = uvicorn.Server(config)
         self._uvicorn = server
+        if self._stop.is_set():  # stopped before uvicorn took the signals over
+            return
         # uvicorn installs its own SIGTERM/SIGINT handlers: it stops accepting, lets the
         # requests in flight finish, then returns here.
         server.run(sockets=[sock])
@@ -115,7 +119,7 @@ class Server:
             return
 
         def stop(signum: int, frame: Any) -> None:
-            self._stop.set()
+            self.stop()
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
