@@ -288,19 +288,31 @@ def _async_slow(host: Host) -> Any:
     return result
 
 
+def _busy(host: Host) -> Any:
+    """A slow request running on the batch thread (the cell is busy until it answers)."""
+    running = _async_slow(host)
+    wait_until(lambda: sum(_sizes(host, "batchy").values()) == 1, 10, "the slow call runs")
+    return running
+
+
+def _queue_one(host: Host) -> Any:
+    """A slow request waiting in the queue behind the one running."""
+    queued = _async_slow(host)
+    wait_until(
+        lambda: host.status("batchy")[0].batching.queue_depth == 1,  # type: ignore[union-attr]
+        10,
+        "a second call queued",
+    )
+    return queued
+
+
 def test_a_full_queue_refuses_at_once(batchy: Path) -> None:
     settings = BatchingSettings(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1)
     one = {"x": np.ones((1, 1), np.float32)}
     with Host() as host:
         host.load("batchy", batchy, batching=settings)
-        running = _async_slow(host)
-        wait_until(lambda: sum(_sizes(host, "batchy").values()) == 1, 10, "the slow call runs")
-        queued = _async_slow(host)
-        wait_until(
-            lambda: host.status("batchy")[0].batching.queue_depth == 1,  # type: ignore[union-attr]
-            10,
-            "a second call queued",
-        )
+        running = _busy(host)
+        queued = _queue_one(host)
         with pytest.raises(Unavailable, match="batch queue is full"):
             host.predict("batchy", one, signature="slow")
         assert running.result(timeout=10)["y"].tolist() == [[2.0]]
@@ -429,14 +441,8 @@ def test_unloading_fails_what_is_queued(batchy: Path) -> None:
     settings = BatchingSettings(max_batch_size=1, num_batch_threads=1)
     with Host() as host:
         host.load("batchy", batchy, batching=settings)
-        running = _async_slow(host)
-        wait_until(lambda: sum(_sizes(host, "batchy").values()) == 1, 10, "the slow call runs")
-        queued = _async_slow(host)
-        wait_until(
-            lambda: host.status("batchy")[0].batching.queue_depth == 1,  # type: ignore[union-attr]
-            10,
-            "a second call queued",
-        )
+        running = _busy(host)
+        queued = _queue_one(host)
         host.unload("batchy", timeout=0.01)
         assert running.result(timeout=10)["y"].tolist() == [[2.0]]
         with pytest.raises(Unavailable, match="unloaded"):
