@@ -245,13 +245,15 @@ def test_metrics_show_the_batches_formed(server: ServerProcess, reference: np.nd
     assert chosen is not None and chosen in {float(1 << i) for i in range(11)}
 
 
+@pytest.mark.parametrize("protocol", ["tfs_rest", "tfs_grpc"])
 def test_requests_to_a_warm_model_still_meet_in_a_batch(
-    server: ServerProcess, reference: np.ndarray
+    server: ServerProcess, reference: np.ndarray, protocol: str
 ) -> None:
     # A lone quick request runs on the event loop (tfhost serve's fast path); were a batched
     # model's requests run there too, the loop would read each only after the one before
-    # answered, and no batch would ever form.
-    send = _tfs_rest(server)
+    # answered, and no batch would ever form. On gRPC each call has a pool thread, where a
+    # quick model's request runs: a batched one's must still wait there for its batch.
+    send = PROTOCOLS[protocol](server)
     for row in ROWS[:3]:
         send(row)  # the plane now knows batchy is quick
     batchy = {"model": "batchy", "version": "1"}

@@ -527,7 +527,7 @@ _SERVE_EPILOG = (
     "--model_config_file_poll_wait_seconds, --file_system_poll_wait_seconds, "
     "--rest_api_timeout_in_ms, --monitoring_config_file, --max_num_load_retries, "
     "--load_retry_interval_micros, --allow_version_labels_for_unavailable_models, "
-    "--enable_batching, --batching_parameters_file. "
+    "--enable_batching, --batching_parameters_file, --grpc_max_threads. "
     "Its other flags are refused by name."
 )
 
@@ -604,6 +604,14 @@ def serve(
     max_in_flight: Annotated[
         int, typer.Option(help="Requests in flight at once; beyond, 503 / UNAVAILABLE.")
     ] = 256,
+    grpc_threads: Annotated[
+        int | None,
+        typer.Option(
+            "--grpc-threads",
+            "--grpc_max_threads",
+            help="Threads gRPC calls run on (default: 4 per core, at least 16).",
+        ),
+    ] = None,
     monitoring_config_file: Annotated[
         Path | None,
         typer.Option(
@@ -688,6 +696,7 @@ def serve(
         timeout_ms=timeout_ms,
         max_body=max_body,
         max_in_flight=max_in_flight,
+        grpc_threads=grpc_threads,
         monitoring_config_file=monitoring_config_file,
         max_load_retries=max_num_load_retries,
         load_retry_interval_s=load_retry_interval_micros / 1e6,

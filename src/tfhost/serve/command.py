@@ -18,6 +18,7 @@ from tfhost.fleet import (
     parse_bytes,
 )
 from tfhost.serve.settings import ServeSettings
+from tfhost.serve.workers import default_threads
 from tfhost.settings import HostSettings
 
 READY_LINE = "tfhost serve: ready: "
@@ -40,6 +41,7 @@ class ServeOptions:
     timeout_ms: int | None = None
     max_body: str = "64MiB"
     max_in_flight: int = 256
+    grpc_threads: int | None = None  # None: workers.default_threads()
     monitoring_config_file: Path | None = None
     max_load_retries: int = 5
     load_retry_interval_s: float = 1.0
@@ -87,6 +89,7 @@ def serve_settings(options: ServeOptions) -> ServeSettings:
         max_in_flight=options.max_in_flight,
         token=options.token,
         metrics_paths=_metrics_paths(options.monitoring_config_file),
+        grpc_threads=default_threads() if options.grpc_threads is None else options.grpc_threads,
     )
 
 

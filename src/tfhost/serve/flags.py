@@ -49,7 +49,6 @@ UNSUPPORTED: dict[str, str] = {
     "per_process_gpu_memory_fraction": "use gpu_memory_limit_mib per model in tfhost.toml",
     "saved_model_tags": "give a TF1 model's tags in tfhost.toml (tags = [...])",
     "grpc_channel_arguments": "gRPC channel arguments are not taken",
-    "grpc_max_threads": "gRPC runs on one event loop",
     "enable_model_warmup": "warm-up is on; warmup = false turns it off per model in tfhost.toml",
     "num_request_iterations_for_warmup": "each warm-up record is replayed once",
     "remove_unused_fields_from_bundle_metagraph": "not applicable",

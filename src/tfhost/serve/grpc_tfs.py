@@ -1,11 +1,11 @@
 """TensorFlow Serving's gRPC services (``tensorflow.serving.PredictionService`` and
-``ModelService``) on the plane, with the stubs ``tensorflow-serving-api`` ships."""
+``ModelService``) on the plane, with the stubs ``tensorflow-serving-api`` ships; each call
+runs on a thread of the gRPC pool (``workers``)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -18,7 +18,7 @@ from tensorflow_serving.apis import (
 
 from tfhost.errors import InputError, TfhostError
 from tfhost.fleet import ConfigError, models_config_from_proto
-from tfhost.serve import signature_defs, tfs
+from tfhost.serve import signature_defs, tfs, workers
 from tfhost.serve.plane import Plane
 from tfhost.serve.status import grpc_code
 
@@ -27,21 +27,20 @@ _log = logging.getLogger("tfhost.serve")
 _T = TypeVar("_T")
 
 
-async def answer(context: grpc.aio.ServicerContext, call: Awaitable[_T], what: str) -> _T:
-    """``call``'s result, or the call aborted with the code its error maps to."""
+def answer(context: grpc.ServicerContext, call: Coroutine[Any, Any, _T], what: str) -> _T:
+    """``call`` run on this pool thread; its result, or the call aborted with the code its
+    error maps to."""
     try:
-        return await call
+        return workers.run(call)
     except TfhostError as exc:
-        await _abort(context, grpc_code(exc), exc.message)
+        _abort(context, grpc_code(exc), exc.message)
     except Exception as exc:  # a bug: reported as INTERNAL with its type, logged
         _log.exception("gRPC %s failed", what)
-        await _abort(context, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        _abort(context, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
-async def _abort(
-    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
-) -> NoReturn:
-    await context.abort(code, message)
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
@@ -49,22 +48,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
 
-    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await answer(context, tfs.predict_grpc(self._plane, request), "Predict")
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return answer(context, tfs.predict_grpc(self._plane, request), "Predict")
 
-    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await answer(context, tfs.classify_grpc(self._plane, request), "Classify")
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return answer(context, tfs.classify_grpc(self._plane, request), "Classify")
 
-    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await answer(context, tfs.regress_grpc(self._plane, request), "Regress")
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return answer(context, tfs.regress_grpc(self._plane, request), "Regress")
 
-    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await answer(
-            context, tfs.multi_inference_grpc(self._plane, request), "MultiInference"
-        )
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return answer(context, tfs.multi_inference_grpc(self._plane, request), "MultiInference")
 
-    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await answer(context, self._metadata(request), "GetModelMetadata")
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return answer(context, self._metadata(request), "GetModelMetadata")
 
     async def _metadata(self, request: Any) -> Any:
         signature_defs.check_metadata_request(request)
@@ -78,20 +75,18 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
 
-    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def status() -> Any:
             if not request.HasField("model_spec"):  # GetModelStatusImpl's first check
                 raise InputError("Missing ModelSpec")
             return tfs.status(self._plane, tfs.spec_of(request.model_spec))
 
-        return await answer(context, status(), "GetModelStatus")
+        return answer(context, status(), "GetModelStatus")
 
-    async def HandleReloadConfigRequest(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> Any:
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Put the request's ModelServerConfig in force (TF Serving's meaning); an empty
         request re-reads the config file and the repository."""
-        return await answer(context, self._reload(request), "HandleReloadConfigRequest")
+        return answer(context, self._reload(request), "HandleReloadConfigRequest")
 
     async def _reload(self, request: Any) -> Any:
         fleet = self._plane.fleet
@@ -107,12 +102,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
             except ConfigError as exc:
                 raise InputError(str(exc)) from None
 
-        def reload() -> None:
-            fleet.reload(config)
-            # As TensorFlow Serving's ReloadConfig: answer once the new models are in.
-            fleet.wait_settled(fleet.settings.demand_timeout_s)
-
-        await asyncio.to_thread(reload)
+        fleet.reload(config)
+        # As TensorFlow Serving's ReloadConfig: answer once the new models are in.
+        fleet.wait_settled(fleet.settings.demand_timeout_s)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0
         return response

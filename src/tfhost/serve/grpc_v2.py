@@ -5,7 +5,6 @@ settings) answer UNIMPLEMENTED."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
@@ -22,13 +21,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
 
-    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
         return service_pb2.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
         return service_pb2.ServerReadyResponse(ready=v2.ready(self._plane))
 
-    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def ready() -> Any:
             version = v2.parse_version(request.version)
             try:
@@ -37,37 +36,37 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
                 is_ready = False
             return service_pb2.ModelReadyResponse(ready=is_ready)
 
-        return await answer(context, ready(), "ModelReady")
+        return answer(context, ready(), "ModelReady")
 
-    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         return codec.server_metadata_grpc()
 
-    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def metadata() -> Any:
             view = await v2.model_view(self._plane, request.name, v2.parse_version(request.version))
             return codec.model_metadata_grpc(
                 view.name, view.versions, view.platform, view.signature
             )
 
-        return await answer(context, metadata(), "ModelMetadata")
+        return answer(context, metadata(), "ModelMetadata")
 
-    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def ModelConfig(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def config() -> Any:
             view = await v2.model_view(self._plane, request.name, v2.parse_version(request.version))
             return codec.model_config_grpc(view.name, view.signature, platform=view.platform)
 
-        return await answer(context, config(), "ModelConfig")
+        return answer(context, config(), "ModelConfig")
 
-    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def ModelStatistics(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def statistics() -> Any:
             records = v2.statistics(
                 self._plane, request.name or None, v2.parse_version(request.version)
             )
             return codec.model_statistics_grpc(records)
 
-        return await answer(context, statistics(), "ModelStatistics")
+        return answer(context, statistics(), "ModelStatistics")
 
-    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def infer() -> Any:
             call = codec.decode_infer_request_grpc(request)
             version, outputs = await v2.infer(
@@ -79,34 +78,32 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             )
             return codec.encode_infer_response_grpc(request.model_name, version, call, outputs)
 
-        return await answer(context, infer(), "ModelInfer")
+        return answer(context, infer(), "ModelInfer")
 
-    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def RepositoryIndex(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def index() -> Any:
             return codec.repository_index_grpc(v2.repository_index(self._plane, request.ready))
 
-        return await answer(context, index(), "RepositoryIndex")
+        return answer(context, index(), "RepositoryIndex")
 
-    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def RepositoryModelLoad(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def load() -> Any:
-            await asyncio.to_thread(self._plane.fleet.load_model, request.model_name)
+            self._plane.fleet.load_model(request.model_name)
             return service_pb2.RepositoryModelLoadResponse()
 
-        return await answer(context, load(), "RepositoryModelLoad")
+        return answer(context, load(), "RepositoryModelLoad")
 
-    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def RepositoryModelUnload(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def unload() -> Any:
-            await asyncio.to_thread(self._plane.fleet.unload_model, request.model_name)
+            self._plane.fleet.unload_model(request.model_name)
             return service_pb2.RepositoryModelUnloadResponse()
 
-        return await answer(context, unload(), "RepositoryModelUnload")
+        return answer(context, unload(), "RepositoryModelUnload")
 
 
 def _unimplemented(method: str) -> Any:
-    async def refuse(
-        self: InferenceService, request: Any, context: grpc.aio.ServicerContext
-    ) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served by tfhost")
+    def refuse(self: InferenceService, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served by tfhost")
 
     return refuse
 

@@ -8,7 +8,6 @@ inputs and count the outcome (metrics, Triton's statistics, the status page's ra
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ import numpy as np
 from tfhost.errors import Code, DeadlineExceeded, InternalError, TfhostError, Unavailable
 from tfhost.fleet import Fleet, MustWait, PipelineHandle
 from tfhost.host import Checked, Handle, absolute_deadline
+from tfhost.serve import workers
 from tfhost.serve.metrics import Metrics
 from tfhost.serve.settings import ServeSettings
 from tfhost.serve.status import code_of
@@ -107,10 +107,7 @@ class Plane:
         try:
             return self.fleet.acquire(name, version, label, wait=False)
         except MustWait:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                None, functools.partial(self.fleet.acquire, name, version, label)
-            )
+            return await workers.blocking(self.fleet.acquire, name, version, label)
 
     async def run(
         self, ticket: Ticket, handle: AnyHandle, checked: Checked
@@ -121,20 +118,25 @@ class Plane:
         model's request runs here only when, after the loop has read what came in, it is
         still alone: while the loop runs a model it reads no other request, so none could
         join the batch (the requests of clients that each wait for their answer would
-        arrive one at a time)."""
+        arrive one at a time). On a gRPC pool thread, which has nothing else to do, a quick
+        model's request and a batched one's always run right there (the latter waiting in
+        its batch beside the other threads' requests)."""
         key = _key(handle, checked.signature)
         estimate = self._latency.get(key)
         ticket.ran = time.perf_counter()
-        inline = (
-            self._active == 1 and estimate is not None and estimate < self.settings.inline_under_s
-        )
-        if inline and isinstance(handle, Handle) and handle.batched:
-            # Alone as far as the plane knows, but requests may be waiting unread. Two turns
-            # of the loop: one reads the sockets, one takes their requests to this plane,
-            # where they count as active and go to the batch (as does this one).
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            inline = self._active == 1
+        quick = estimate is not None and estimate < self.settings.inline_under_s
+        batched = isinstance(handle, Handle) and handle.batched
+        if workers.on_worker():
+            inline = quick or batched
+        else:
+            inline = quick and self._active == 1
+            if inline and batched:
+                # Alone as far as the plane knows, but requests may be waiting unread. Two
+                # turns of the loop: one reads the sockets, one takes their requests to
+                # this plane, where they count as active and go to the batch (as does this).
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                inline = self._active == 1
         if inline:
             outputs = handle.run(checked, deadline=ticket.deadline)
         elif ticket.deadline is None:

@@ -1,9 +1,9 @@
 """Both ports of ``tfhost serve``: REST (Starlette on uvicorn) on the main thread's event
-loop, gRPC (grpc.aio) on its own thread's, one plane under both; SIGTERM drains."""
+loop, gRPC (grpcio's server) on its pool of threads, one plane under both; SIGTERM
+drains."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import logging
@@ -11,7 +11,6 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 from tritonclient.grpc import service_pb2_grpc
 
 from tfhost.fleet import Fleet
+from tfhost.serve import workers
 from tfhost.serve.grpc_tfs import ModelService, PredictionService
 from tfhost.serve.grpc_v2 import InferenceService
 from tfhost.serve.plane import Plane
@@ -54,9 +54,8 @@ class Server:
     def __init__(self, fleet: Fleet, settings: ServeSettings | None = None) -> None:
         self.settings = settings or ServeSettings()
         self.plane = Plane(fleet, self.settings)
-        self._grpc_loop: asyncio.AbstractEventLoop | None = None
-        self._grpc_server: grpc.aio.Server | None = None
-        self._grpc_thread: threading.Thread | None = None
+        self._grpc_server: grpc.Server | None = None
+        self._grpc_pool: workers.Pool | None = None
         self._stop = threading.Event()
         self._uvicorn: uvicorn.Server | None = None
 
@@ -137,27 +136,22 @@ class Server:
     # -- gRPC ---------------------------------------------------------------------------------
 
     def _start_grpc(self) -> int:
-        loop = asyncio.new_event_loop()
-        self._grpc_loop = loop
-        self._grpc_thread = threading.Thread(
-            target=loop.run_forever, name="tfhost-grpc", daemon=True
-        )
-        self._grpc_thread.start()
-        started: Future[int] = asyncio.run_coroutine_threadsafe(self._grpc_start(), loop)
-        return started.result()
-
-    async def _grpc_start(self) -> int:
-        limit = self.settings.max_body_bytes
-        guards: list[grpc.aio.ServerInterceptor] = [MalformedInterceptor()]
-        if self.settings.token is not None:
-            guards.insert(0, BearerInterceptor(self.settings.token))
-        server = grpc.aio.server(
+        settings = self.settings
+        guards: list[grpc.ServerInterceptor] = [MalformedInterceptor()]
+        if settings.token is not None:
+            guards.insert(0, BearerInterceptor(settings.token))
+        pool = workers.Pool(settings.grpc_threads)
+        server = grpc.server(
+            pool,
             interceptors=guards,
             options=[
-                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_receive_message_length", settings.max_body_bytes),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),
             ],
+            # Calls past this wait for no thread: RESOURCE_EXHAUSTED at once, so a flood
+            # costs a refusal each rather than memory.
+            maximum_concurrent_rpcs=settings.max_in_flight,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.plane), server
@@ -166,30 +160,21 @@ class Server:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceService(self.plane), server
         )
-        port: int = server.add_insecure_port(
-            f"{_url_host(self.settings.host)}:{self.settings.grpc_port}"
-        )
+        port: int = server.add_insecure_port(f"{_url_host(settings.host)}:{settings.grpc_port}")
         if port == 0:
-            raise OSError(
-                f"cannot listen for gRPC on {self.settings.host}:{self.settings.grpc_port}"
-            )
-        await server.start()
-        self._grpc_server = server
+            pool.shutdown()
+            raise OSError(f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}")
+        server.start()
+        self._grpc_server, self._grpc_pool = server, pool
         return port
 
     def _stop_grpc(self) -> None:
-        loop, server = self._grpc_loop, self._grpc_server
-        if loop is None:
-            return
+        server, pool = self._grpc_server, self._grpc_pool
         if server is not None:
-            stopping = asyncio.run_coroutine_threadsafe(
-                server.stop(self.settings.drain_timeout_s), loop
-            )
-            stopping.result()
-        loop.call_soon_threadsafe(loop.stop)
-        if self._grpc_thread is not None:
-            self._grpc_thread.join()
-        loop.close()
+            # Refuses new calls at once, lets the ones in flight finish for the grace.
+            server.stop(self.settings.drain_timeout_s).wait()
+        if pool is not None:
+            pool.shutdown()
 
 
 # Health answers without the token (V2's ServerLive / ServerReady), as on REST.
@@ -198,18 +183,18 @@ _OPEN_METHODS = frozenset(
 )
 
 
-class BearerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class BearerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """``authorization: Bearer TOKEN`` metadata on every call but health."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}"
 
-        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
         self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
 
-    async def intercept_service(
+    def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         details: grpc.HandlerCallDetails,
@@ -218,7 +203,7 @@ class BearerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             given = dict(details.invocation_metadata or ()).get("authorization", "")
             if not hmac.compare_digest(str(given), self._expected):
                 return self._refusal
-        return await continuation(details)
+        return continuation(details)
 
 
 class _Malformed:
@@ -230,14 +215,14 @@ class _Malformed:
         self.reason = reason
 
 
-class MalformedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class MalformedInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """A request whose bytes are not its message is INVALID_ARGUMENT, as TF Serving and
-    Triton answer it (grpc.aio itself answers UNKNOWN and logs a traceback)."""
+    Triton answer it (grpcio itself answers INTERNAL or UNKNOWN and logs a traceback)."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Any] = {}
 
-    async def intercept_service(
+    def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         details: grpc.HandlerCallDetails,
@@ -245,7 +230,7 @@ class MalformedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = self._handlers.get(details.method)
         if handler is not None:
             return handler
-        handler = await continuation(details)
+        handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
         guarded = _guarded(handler)
@@ -263,12 +248,10 @@ def _guarded(handler: Any) -> Any:
         except Exception as exc:  # DecodeError, or any parser's surprise
             return _Malformed(f"{type(exc).__name__}: {exc}")
 
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(request, _Malformed):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}"
-            )
-        return await behaviour(request, context)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}")
+        return behaviour(request, context)
 
     return grpc.unary_unary_rpc_method_handler(
         call, request_deserializer=deserialize, response_serializer=handler.response_serializer

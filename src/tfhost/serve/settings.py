@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tfhost.errors import InputError
+from tfhost.serve.workers import default_threads
 
 DEFAULT_REST_PORT = 8501  # TensorFlow Serving's defaults, so existing clients connect
 DEFAULT_GRPC_PORT = 8500
@@ -23,6 +24,9 @@ class ServeSettings:
     # Requests admitted at once, every protocol together; beyond, 503 / UNAVAILABLE at
     # once, so a flood costs a refusal each rather than memory.
     max_in_flight: int = 256
+    # gRPC calls run at once (--grpc_max_threads); a batched model's batch gathers at
+    # most this many gRPC requests.
+    grpc_threads: int = field(default_factory=default_threads)
     token: str | None = None  # a bearer token every endpoint but health asks for
     # A request alone on the server runs on the event loop when its model's calls
     # usually take less than this (a thread hop costs more than it saves when nothing
@@ -46,6 +50,8 @@ class ServeSettings:
             raise InputError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
         if self.max_in_flight <= 0:
             raise InputError(f"max_in_flight must be positive, got {self.max_in_flight}")
+        if self.grpc_threads <= 0:
+            raise InputError(f"grpc_threads must be positive, got {self.grpc_threads}")
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
             raise InputError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
         if self.token is not None and not self.token:

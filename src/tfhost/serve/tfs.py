@@ -3,7 +3,6 @@ predict, classify, regress, multi-inference, metadata and status."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,7 @@ import numpy as np
 from tfhost.errors import InputError, NotFound
 from tfhost.fleet import PipelineHandle
 from tfhost.host import ModelInfo
-from tfhost.serve import signature_defs, tfs_methods
+from tfhost.serve import signature_defs, tfs_methods, workers
 from tfhost.serve.codecs import tfs_json, tfs_proto
 from tfhost.serve.plane import AnyHandle, Plane, identity
 from tfhost.specs import DEFAULT_SIGNATURE, TensorSpec
@@ -130,8 +129,8 @@ async def _on_examples(
     plane: Plane, protocol: str, spec: Spec, request: Any, method: Method
 ) -> Any:
     """Run a classify/regress/multi-inference request: the method runs the model's
-    signatures through ``run``, on a thread (TensorFlow Serving's tf.Example path is not
-    the hot path)."""
+    signatures through ``run``, off the event loop (TensorFlow Serving's tf.Example path
+    is not the hot path)."""
     with plane.admit(protocol, spec.name) as ticket:
         handle = await _acquire(plane, spec)
         try:
@@ -142,7 +141,7 @@ async def _on_examples(
                 return handle.run(handle.check(inputs, signature), deadline=ticket.deadline)
 
             version = identity(handle)[1]
-            return await asyncio.to_thread(method, run, defs, request, version)
+            return await workers.blocking(method, run, defs, request, version)
         finally:
             handle.release()
 
