@@ -2,8 +2,9 @@
 ``tests/test_ray.py::test_the_cluster_in_a_loopback_only_namespace``, which runs this file
 inside a network (and PID) namespace whose only interface is ``lo``. Anywhere else it
 refuses to start (``loopback.require_namespace``), never starting Ray on the host's network.
-One ``tfhost serve REPO --ray --replicas 2`` serves the whole module; after each test no
-socket may be bound or connected off loopback.
+One test joins a cluster ``ray start`` began; then one ``tfhost serve REPO --ray
+--replicas 2`` serves the rest of the module; after each test no socket may be bound or
+connected off loopback.
 """
 
 from __future__ import annotations
@@ -68,7 +69,110 @@ def test_a_bad_start_stops_before_ray_starts(tmp_path: Path) -> None:
         assert not [c for c in started if "ray" in c], started
 
 
-# -- inside: one cluster for the module -----------------------------------------------------
+# -- inside: a cluster someone else started ------------------------------------------------
+
+
+def _ray(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        ["ray", *args], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, f"ray {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def _answers(url: str, deadline_s: float = 180) -> Any:
+    """half_plus_two's answer at ``url`` once the application there is up."""
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            answer = httpx.post(url, json={"instances": [1.0, 2.0, 5.0]}, timeout=30)
+            if answer.status_code == 200:
+                return answer.json()
+        assert time.monotonic() < deadline, f"no answer at {url} in {deadline_s} s"
+        time.sleep(1)
+
+
+def test_joins_a_running_cluster_and_serve_run_deploys_the_documented_config(
+    tmp_path: Path,
+) -> None:
+    """``ray start --head`` with token authentication (Ray's default where a token is
+    found); ``tfhost serve --ray`` joins it through RAY_ADDRESS and, on SIGTERM, removes
+    its application and leaves the cluster up; ``serve run`` deploys
+    deploy/ray/tfhost.yaml (its repository, port and sizes made this machine's) there."""
+    import secrets
+
+    import httpx
+    import yaml
+
+    from tests.serve_support import TF_SERVING_DATA, ServerProcess
+    from tfhost.ray.launch import LOCAL_ENV, free_port
+
+    loopback.require_namespace()
+    repo = tmp_path / "repo"
+    shutil.copytree(TF_SERVING_DATA / "saved_model_half_plus_two_cpu", repo / "half_plus_two")
+    gcs, port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    env = {
+        **os.environ,
+        **LOCAL_ENV,
+        "RAY_AUTH_MODE": "token",  # every client of a token cluster says so, as Ray asks
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    _ray(
+        env,
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--include-dashboard=false",
+        "--num-cpus=2",
+    )
+    joined = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"}
+    url = f"http://127.0.0.1:{port}/v1/models/half_plus_two:predict"
+    expected = {"predictions": [2.5, 3.0, 4.5]}
+    try:
+        args = [str(repo), "--ray", "--no-grpc", "--rest-port", str(port)]
+        with ServerProcess(args, env=joined, timeout=300) as server:
+            assert server.rest == f"http://127.0.0.1:{port}"
+            assert _answers(url) == expected
+            assert server.terminate(90) == 0, server.log()
+        assert "Active:" in _ray(joined, "status")  # the cluster is still up
+        gone = httpx.post(url, json={"instances": [1.0]}, timeout=30)
+        assert gone.status_code == 404, gone.text  # the proxy stays, the application went
+
+        config = yaml.safe_load((ROOT / "deploy" / "ray" / "tfhost.yaml").read_text())
+        config["proxy_location"] = "HeadOnly"
+        config["http_options"] = {"host": "127.0.0.1", "port": port}
+        (application,) = config["applications"]
+        application["args"].update(
+            repository=str(repo), memory_budget="1GiB", replicas=1, replica_cpus=0.5
+        )
+        written = tmp_path / "tfhost.yaml"
+        written.write_text(yaml.safe_dump(config))
+        run = subprocess.Popen(
+            ["serve", "run", str(written)],
+            env=joined,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert _answers(url) == expected
+            ready = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=30)
+            assert ready.status_code == 200
+        finally:
+            run.send_signal(signal.SIGINT)  # serve run deletes its application on Ctrl-C
+            try:
+                run.wait(90)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                run.wait()
+    finally:
+        _ray(env, "stop", "--force")
+
+
+# -- inside: one cluster for the rest of the module ------------------------------------------
 
 
 def write_large(path: Path, factor: float) -> Path:

@@ -67,7 +67,17 @@ def run_on_ray(options: ServeOptions, console: Console) -> None:
     where = "a local Ray cluster" if address is None else f"the Ray cluster at {address}"
     console.print(f"tfhost serve: starting {options.replicas} replica(s) on {where}")
     stop = threading.Event()
-    ray.init(**init)
+    try:
+        ray.init(**init)
+    except ConnectionError as exc:
+        if address is None:
+            raise
+        raise InputError(
+            f"cannot join the Ray cluster at {address}: {exc}. A cluster with token "
+            f"authentication (what `ray start` makes where a token is found) needs "
+            f"RAY_AUTH_MODE=token and its token (~/.ray/auth_token, RAY_AUTH_TOKEN or "
+            f"RAY_AUTH_TOKEN_PATH) here, as every Ray client does"
+        ) from None
     try:
         previous = {
             sig: signal.signal(sig, lambda signum, frame: stop.set())
