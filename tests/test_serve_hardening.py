@@ -4,6 +4,7 @@ timeouts, SIGTERM drains, TF Serving's one-model command line, broken models."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -158,6 +159,35 @@ def test_an_unsupported_tf_serving_flag_is_refused_by_name(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "--ssl_config_file" in done.stderr
     assert "TLS" in done.stderr
+
+
+@pytest.mark.parametrize("protocol", ["REST", "gRPC"])
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path, protocol: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        flag = "--rest-port" if protocol == "REST" else "--grpc-port"
+        other = "--grpc-port" if protocol == "REST" else "--rest-port"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tfhost.cli",
+                "serve",
+                str(tmp_path),
+                flag,
+                str(port),
+                other,
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen for {protocol} on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_sigterm_drains_requests_in_flight(tmp_path: Path, toolbox: Path) -> None:

@@ -160,10 +160,15 @@ class Server:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceService(self.plane), server
         )
-        port: int = server.add_insecure_port(f"{_url_host(settings.host)}:{settings.grpc_port}")
-        if port == 0:
+        try:
+            # grpcio raises RuntimeError for an address it cannot bind (in use, not local).
+            port: int = server.add_insecure_port(f"{_url_host(settings.host)}:{settings.grpc_port}")
+        except RuntimeError:
             pool.shutdown()
-            raise OSError(f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}")
+            raise OSError(
+                f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: address in "
+                f"use or not this machine's"
+            ) from None
         server.start()
         self._grpc_server, self._grpc_pool = server, pool
         return port
