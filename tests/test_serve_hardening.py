@@ -139,6 +139,7 @@ def test_tf_servings_own_command_line(tmp_path: Path) -> None:
         f"--model_base_path={base}",
         "--enable_model_warmup=true",
         "--file_system_poll_wait_seconds=1",
+        "--grpc_max_threads=4",
     ]
     with ServerProcess(args) as process:
         with httpx.Client(base_url=process.rest, timeout=30) as client:
