@@ -1,9 +1,9 @@
 """The threads gRPC calls run on.
 
 grpcio's sync server hands each call to a thread of a pool while its C core reads and
-writes the sockets without the GIL: measured here, several times less Python per call
-than grpc.aio's event loop, and calls to a batched model wait in their batch side by side
-(one per thread) instead of reaching it one at a time. The plane's operations are
+writes the sockets without the GIL (grpc.aio's event loop spent 0.85-1.25 ms of CPU per
+call here, and handed calls on one at a time), and calls to a batched model wait in
+their batch side by side, one per thread. The plane's operations are
 coroutines, which REST awaits on its event loop; on a pool thread one runs to completion
 on an event loop of that thread's own (about 15 µs a call), so both protocols share one
 code path. ``on_worker`` tells the plane that the thread it is on may block: nothing else
