@@ -29,19 +29,6 @@ pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = Path(__file__).with_name("ray_cluster.py")  # the tests run in the namespace
-BUDGET = "48MiB"  # each replica's; one large model (32 MiB) fits, two do not
-LARGE_MIB = 32
-SMALL = {  # model -> (format, scale): three colliding pairs
-    "tf1_a": ("tf1_saved_model", 1.0),
-    "tf1_b": ("tf1_saved_model", 2.0),
-    "frozen_a": ("frozen_graph", 1.0),
-    "frozen_b": ("frozen_graph", 2.0),
-    "keras_a": ("keras", 1.0),
-    "keras_b": ("keras", 2.0),
-}
-LARGE = {"large_1": 3.0, "large_2": 5.0, "large_3": 7.0}  # model -> its factor
-TOML = "[host]\nlazy = true\n"  # tfhost serve as the replicas serve: every model lazy
-OPTIONS = ["--memory-budget", BUDGET, "--poll-seconds", "0.5"]
 
 # -- outside: the namespace, and what needs no cluster -------------------------------------
 

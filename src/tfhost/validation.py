@@ -30,6 +30,14 @@ def numpy_dtype(tf_dtype: str) -> np.dtype[Any]:
 _NUMPY_DTYPES: dict[str, np.dtype[Any]] = {}
 
 
+def zeros(shape: tuple[int, ...], tf_dtype: str) -> np.ndarray:
+    """Zeros (empty strings for ``string``) of a TensorFlow dtype: made-up inputs."""
+    numpy = numpy_dtype(tf_dtype)
+    if numpy == np.dtype(object):
+        return np.full(shape, b"", dtype=object)
+    return np.zeros(shape, dtype=numpy)
+
+
 def _numpy_dtype(tf_dtype: str) -> np.dtype[Any]:
     if tf_dtype == _STRING:
         return np.dtype(object)

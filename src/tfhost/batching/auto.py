@@ -13,7 +13,7 @@ import numpy as np
 from tfhost.batching.settings import AUTO_LARGEST
 from tfhost.errors import TfhostError
 from tfhost.specs import DEFAULT_SIGNATURE, SignatureSpec
-from tfhost.validation import numpy_dtype
+from tfhost.validation import zeros
 
 # When the model cannot be measured (its inputs have unknown dimensions beyond the first,
 # or it refuses made-up inputs): TF Serving's documented starting point for CPUs.
@@ -59,7 +59,7 @@ def choose(
     size = 1
     while size <= largest:
         inputs = {
-            key: _zeros((size, *shape), spec.inputs[key].dtype) for key, shape in shapes.items()
+            key: zeros((size, *shape), spec.inputs[key].dtype) for key, shape in shapes.items()
         }
         try:
             latency[size] = _median_call(run, signature, inputs)
@@ -91,13 +91,6 @@ def _measured(signatures: Mapping[str, SignatureSpec]) -> str | None:
         if spec.inputs and not spec.stateful:
             return key
     return None
-
-
-def _zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
-    numpy = numpy_dtype(dtype)
-    if numpy == np.dtype(object):
-        return np.full(shape, b"", dtype=object)
-    return np.zeros(shape, dtype=numpy)
 
 
 def _median_call(run: Run, signature: str, inputs: Mapping[str, np.ndarray]) -> float:

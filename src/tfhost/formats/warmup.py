@@ -25,7 +25,7 @@ import tensorflow as tf
 from tfhost.errors import LoadError, NotFound, TfhostError
 from tfhost.servable import Servable
 from tfhost.specs import DEFAULT_SIGNATURE, TensorSpec, Warmup
-from tfhost.validation import check_inputs
+from tfhost.validation import check_inputs, zeros
 
 _log = logging.getLogger(__name__)
 
@@ -113,6 +113,4 @@ def _synthetic(model: str, servable: Servable) -> int:
 
 def _zeros(spec: TensorSpec) -> np.ndarray:
     shape = () if spec.shape is None else tuple(1 if d is None else d for d in spec.shape)
-    if spec.dtype == "string":
-        return np.full(shape, b"", dtype=object)
-    return np.zeros(shape, dtype=tf.as_dtype(spec.dtype).as_numpy_dtype)
+    return zeros(shape, spec.dtype)
