@@ -609,7 +609,7 @@ def serve(
         typer.Option(
             "--grpc-threads",
             "--grpc_max_threads",
-            help="Threads gRPC calls run on (default: 2 per core, at least 4).",
+            help="Threads gRPC calls run on (default: 4 per core, at least 16).",
         ),
     ] = None,
     monitoring_config_file: Annotated[

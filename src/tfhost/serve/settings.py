@@ -25,7 +25,7 @@ class ServeSettings:
     # once, so a flood costs a refusal each rather than memory.
     max_in_flight: int = 256
     # gRPC calls run at once (--grpc_max_threads); a batched model's batch gathers at
-    # most this many gRPC requests (workers.default_threads says why it is small).
+    # most this many gRPC requests.
     grpc_threads: int = field(default_factory=default_threads)
     token: str | None = None  # a bearer token every endpoint but health asks for
     # A request alone on the server runs on the event loop when its model's calls

@@ -25,14 +25,9 @@ _local = threading.local()
 
 
 def default_threads() -> int:
-    """Two per core, and at least 4. Every pool thread runs Python (decoding, grpcio's
-    own bookkeeping) and more of them only hand the GIL to each other: measured here
-    (2 cores, 16 gRPC clients, a 1-row MLP; median of 8 rounds against the bare grpcio
-    floor with 16 threads), 4 threads served 1.56 times the floor's requests, 16 threads
-    0.98 times (and 8, TensorFlow Serving's 4 per core, 1.01 to 1.08 in a shorter run). A
-    batch holds at most as many gRPC requests as there are threads, and a slow or
-    process-isolated model's calls wait on a thread each: ``--grpc-threads`` raises it."""
-    return max(4, 2 * (os.cpu_count() or 1))
+    """TensorFlow Serving's ``--grpc_max_threads`` default (4 per core), and at least 16:
+    a batched model's batch holds at most as many requests as there are threads."""
+    return max(16, 4 * (os.cpu_count() or 1))
 
 
 class WorkerLoop(asyncio.SelectorEventLoop):
