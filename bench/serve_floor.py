@@ -249,7 +249,8 @@ def start_sync_grpc(models: dict[str, Model], port: int, threads: int) -> int:
 
 
 def start_aio_grpc(models: dict[str, Model], port: int) -> int:
-    """grpc.aio on a thread of its own with its own loop, as tfhost serve runs it."""
+    """grpc.aio on a thread of its own with its own loop (how tfhost serve ran gRPC before
+    it moved to a thread pool)."""
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, name="floor-grpc", daemon=True).start()
 
