@@ -324,6 +324,35 @@ def test_metrics_count_requests_by_protocol_and_status(rest: httpx.Client) -> No
         assert "tfhost_model_memory_bytes" in text
 
 
+def test_made_up_model_names_do_not_grow_the_metrics(
+    rest: httpx.Client, channel: grpc.Channel
+) -> None:
+    names = [f"nobody_{i}" for i in range(20)]
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    for name in names:
+        answer = rest.post(f"/v1/models/{name}:predict", json={"instances": [1.0]})
+        assert answer.status_code == 404
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    text = rest.get("/metrics").text
+    assert "nobody_" not in text
+    # They are counted, under one empty model name.
+    for protocol in ("tfs_rest", "tfs_grpc"):
+        line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith("tfhost_requests_total{")
+            and f'protocol="{protocol}"' in line
+            and 'model=""' in line
+            and 'status="NOT_FOUND"' in line
+        )
+        assert float(line.rsplit(" ", 1)[1]) >= len(names)
+    assert "nobody_" not in rest.get("/").text
+
+
 class _Table(html.parser.HTMLParser):
     """The rows of the page's models table."""
 

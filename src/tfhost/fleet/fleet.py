@@ -343,6 +343,12 @@ class Fleet:
         with self._lock:
             return [] if self._config is None else sorted(self._config.models)
 
+    def knows(self, name: str) -> bool:
+        """Whether the config in force has a model or pipeline of that name."""
+        with self._lock:
+            config = self._config
+        return config is not None and (name in config.models or name in config.pipelines)
+
     def held(self) -> frozenset[str]:
         """The models ``unload_model`` keeps unloaded."""
         with self._lock:

@@ -178,20 +178,25 @@ class Plane:
         code = Code.INTERNAL if error is None else code_of(error)
         status = "OK" if error is None else code.value
         version = ticket.version
+        model = ticket.model
+        if model and not ticket.served and not self.fleet.knows(model):
+            # A name nothing serves counts under "": made-up names in request paths must
+            # not grow the metrics' label sets or the page's table without bound.
+            model = ""
         with self._lock:
             self._active -= 1
-            if ticket.model:
-                activity = self._activity.get(ticket.model)
+            if model:
+                activity = self._activity.get(model)
                 if activity is None:
-                    activity = self._activity[ticket.model] = ModelActivity()
+                    activity = self._activity[model] = ModelActivity()
                 now = time.time()
                 activity.count(now)
                 if error is not None:
                     activity.last_error = (now, f"{status}: {error.message}")
             if version is not None:
-                stats = self._stats.get((ticket.model, version))
+                stats = self._stats.get((model, version))
                 if stats is None:
-                    stats = self._stats[(ticket.model, version)] = VersionStats()
+                    stats = self._stats[(model, version)] = VersionStats()
                 ns = int(took * 1e9)
                 if error is None:
                     stats.success_count += 1
@@ -206,7 +211,7 @@ class Plane:
                     stats.execution_count += 1
                     stats.inference_count += ticket.rows
                     stats.last_inference_ms = int(time.time() * 1000)
-        self.metrics.request(ticket.protocol, ticket.model, version, status, took)
+        self.metrics.request(ticket.protocol, model, version, status, took)
 
 
 class Ticket:
@@ -220,6 +225,7 @@ class Ticket:
         "protocol",
         "ran",
         "rows",
+        "served",
         "start",
         "version",
     )
@@ -229,6 +235,7 @@ class Ticket:
         self.protocol = protocol
         self.model = model
         self.version: int | None = None
+        self.served = False  # reached a handle: ``model`` is a name the fleet serves
         self.start = time.perf_counter()
         self.deadline = absolute_deadline(plane._request_timeout, None, None)
         self.ran: float | None = None
@@ -243,6 +250,7 @@ class Ticket:
     def serves(self, handle: AnyHandle) -> None:
         """The request reached this handle (counted under its version even if it fails)."""
         self.model, self.version = identity(handle)
+        self.served = True
 
     def __enter__(self) -> Ticket:
         return self
