@@ -103,7 +103,8 @@ class Plane:
     async def acquire(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> AnyHandle:
-        """The fleet's handle; a load it must wait for is waited for on a thread."""
+        """The fleet's handle; a load it must wait for is waited for off the event loop
+        (``workers.blocking``)."""
         try:
             return self.fleet.acquire(name, version, label, wait=False)
         except MustWait:

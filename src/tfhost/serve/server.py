@@ -222,7 +222,7 @@ class _Malformed:
 
 class MalformedInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """A request whose bytes are not its message is INVALID_ARGUMENT, as TF Serving and
-    Triton answer it (grpcio itself answers INTERNAL or UNKNOWN and logs a traceback)."""
+    Triton answer it (grpcio itself answers INTERNAL, "Exception deserializing request!")."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Any] = {}
