@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import grpc
 import httpx
 import numpy as np
+import orjson
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
@@ -419,6 +420,27 @@ def test_status_page_in_a_headless_browser(server: ServerProcess) -> None:
     table.feed(dom)
     names = {row[0] for row in table.rows if row}
     assert {"half_plus_two", "toolbox", "counter"} <= names
+
+
+def test_v2_infer_routes_refuse_other_methods_and_bad_versions(rest: httpx.Client) -> None:
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+    for path in ("/v2/models/half_plus_two/infer", "/v2/models/half_plus_two/versions/123/infer"):
+        for method in ("GET", "PUT", "HEAD"):
+            answer = rest.request(method, path)
+            assert answer.status_code == 405, (method, path)
+            if method != "HEAD":
+                assert answer.json()["error"] == f"{method} is not allowed on {path}"
+        assert rest.post(path, json=body).status_code == 200, path
+    answer = rest.post("/v2/models/half_plus_two/versions/x/infer", json=body)
+    assert answer.status_code == 404
+    assert "not a version number" in answer.json()["error"]
+    answer = rest.post(
+        "/v2/models/half_plus_two/infer",
+        content=orjson.dumps(body),
+        headers={"Inference-Header-Content-Length": "many"},
+    )
+    assert answer.status_code == 400
+    assert "Inference-Header-Content-Length is not a number" in answer.json()["error"]
 
 
 def test_json_error_for_an_unknown_route(rest: httpx.Client) -> None:

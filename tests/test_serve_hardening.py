@@ -76,8 +76,14 @@ def test_a_huge_body_is_413_and_the_server_keeps_serving(guarded: ServerProcess)
                 yield b"1.0, "
             yield b"1.0]}"
 
-        answer = client.post("/v1/models/half_plus_two:predict", content=chunks())
+        for path in ("/v1/models/half_plus_two:predict", "/v2/models/half_plus_two/infer"):
+            answer = client.post(path, content=chunks())
+            assert answer.status_code == 413, path
+            assert "over the limit of 1024 bytes" in answer.json()["error"], path
+        infer = {"inputs": [{"name": "x", "shape": [300], "datatype": "FP32", "data": [1.0] * 300}]}
+        answer = client.post("/v2/models/half_plus_two/infer", json=infer)
         assert answer.status_code == 413
+        assert "over the limit of 1024" in answer.json()["error"]
         ok = client.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
         assert ok.json() == {"predictions": [2.5]}
 

@@ -1,5 +1,6 @@
 """The REST routes: TensorFlow Serving's ``/v1``, KServe V2's ``/v2``, ``/metrics`` and the
-status page, as one Starlette app over the plane. Routes are thin: decode, plane, encode."""
+status page, over the plane. Routes are thin: decode, plane, encode. The inference routes
+run on ASGI itself (``_Inference``), the others in a Starlette app behind them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -41,6 +42,7 @@ _STATUS = re.compile(
 # KServe V2's per-model routes (below): /v2/models/NAME[/...] and the repository's
 # /v2/repository/models/NAME/load|unload; /v2/models/stats is every model's.
 _V2_MODEL = re.compile(r"/v2/(?:repository/)?models/([^/]+)(/.*)?")
+_V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 
 
 def model_name(method: str, path: str) -> str | None:
@@ -68,15 +70,8 @@ def build_app(plane: Plane) -> ASGIApp:
     tfs_route = Route("/v1/{rest:path}", functools.partial(_tfs, plane), methods=_ANY_METHOD)
     # TensorFlow Serving's kPathRegex is "(?i)/v1/.*": /V1/MODELS/... reaches it too.
     tfs_route.path_regex = re.compile(tfs_route.path_regex.pattern, re.IGNORECASE)
-    # The hot routes first: Starlette tries them in order.
     routes = [
         tfs_route,
-        Route("/v2/models/{name}/infer", _v2(plane, v2_api.infer_route), methods=["POST"]),
-        Route(
-            "/v2/models/{name}/versions/{version}/infer",
-            _v2(plane, v2_api.infer_route),
-            methods=["POST"],
-        ),
         Route("/v2", _v2(plane, v2_api.server_metadata), methods=["GET"]),
         Route("/v2/health/live", _v2(plane, v2_api.live), methods=["GET"]),
         Route("/v2/health/ready", _v2(plane, v2_api.ready_route), methods=["GET"]),
@@ -137,15 +132,105 @@ def build_app(plane: Plane) -> ASGIApp:
     # A redirect (/v2/ -> /v2) would be an answer without a JSON error, aimed at
     # whatever the Host header says.
     app.router.redirect_slashes = False
-    app.state.plane = plane
+    inference = _Inference(app, plane)
     if plane.settings.token is None:
-        return app
-    return _Bearer(app, plane.settings.token)
+        return inference
+    return _Bearer(inference, plane.settings.token)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class _Inference:
+    """TensorFlow Serving's ``POST :predict|:classify|:regress`` and KServe V2's infer
+    routes straight on ASGI; every other request goes on to ``app``. Starlette's
+    middleware, router, Request and Response cost about 50 µs a request here, a quarter
+    of what a batched 1-row MLP request costs in-process (16 clients: 188 -> 139 µs of
+    CPU each)."""
+
+    def __init__(self, app: ASGIApp, plane: Plane) -> None:
+        self._app = app
+        self._plane = plane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]  # the app is never mounted: its root_path is ""
+            if scope["method"] == "POST":
+                match = _PREDICT.fullmatch(path)
+                if match is not None:
+                    await self._tfs(match, scope, receive, send)
+                    return
+            match = _V2_INFER.fullmatch(path)
+            if match is not None:
+                await self._v2(match, scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+    async def _tfs(self, match: re.Match[str], scope: Scope, receive: Receive, send: Send) -> None:
+        plane = self._plane
+        try:
+            name, version, label, method = match.groups()
+            body = await read_body(scope, receive, plane.settings.max_body_bytes)
+            spec = tfs.model_spec(name, version, label)
+            content = await tfs.METHODS[method.lower()](plane, spec, body)
+            status = 200
+        except TfhostError as exc:
+            content, status = tfs_json.encode_error(exc.message), http_status(exc)
+        except Exception as exc:  # a bug: answered, logged, never a traceback to the client
+            _log.exception("TF Serving REST POST %s failed", scope["path"])
+            error = InternalError(f"{type(exc).__name__}: {exc}")
+            content, status = tfs_json.encode_error(error.message), 500
+        await _reply(send, status, content)
+
+    async def _v2(self, match: re.Match[str], scope: Scope, receive: Receive, send: Send) -> None:
+        plane = self._plane
+        method = scope["method"]
+        extra: list[tuple[bytes, bytes]] = []
+        media_type = _JSON_BYTES
+        try:
+            if method != "POST":
+                content, status = _v2_error_json(f"{method} is not allowed on {scope['path']}"), 405
+            else:
+                name, version = match.group(1), v2_api.parse_version(match.group(2))
+                body = await read_body(scope, receive, plane.settings.max_body_bytes)
+                header = _header(scope, b"inference-header-content-length")
+                content, length = await v2_api.infer_rest(plane, name, version, body, header)
+                status = 200
+                if length is not None:
+                    media_type = b"application/octet-stream"
+                    extra.append((b"inference-header-content-length", str(length).encode()))
+        except TfhostError as exc:
+            content, status = _v2_error_json(exc.message), http_status(exc)
+        except Exception as exc:
+            _log.exception("V2 REST %s %s failed", method, scope["path"])
+            content, status = _v2_error_json(f"internal error: {type(exc).__name__}: {exc}"), 500
+        await _reply(send, status, content, media_type, extra)
+
+
+_JSON_BYTES = JSON.encode()
+
+
+async def _reply(
+    send: Send,
+    status: int,
+    content: bytes,
+    media_type: bytes = _JSON_BYTES,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-length", str(len(content)).encode()), (b"content-type", media_type)]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The body, refused past ``limit`` bytes before more than that is read."""
-    length = request.headers.get("content-length")
+    length = _header(scope, b"content-length")
     if length is not None:
         try:
             size = int(length)
@@ -153,50 +238,42 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise InputError(f"Content-Length is not a number: {length!r}") from None
         if size > limit:
             raise BodyTooLarge(f"request body of {size} bytes is over the limit of {limit}")
-    try:
-        if length is not None:
-            return await request.body()
-        chunks = []
-        total = 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except ClientDisconnect:
-        # Nobody will read the answer; an error, so nothing runs and nothing is logged.
-        raise InputError("the client went away before sending the whole body") from None
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            # Nobody will read the answer; an error, so nothing runs and nothing is logged.
+            raise InputError("the client went away before sending the whole body")
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 # -- TensorFlow Serving ---------------------------------------------------------------------
 
 
 async def _tfs(plane: Plane, request: Request) -> Response:
+    """Every ``/v1`` request ``_Inference`` did not take: status and metadata."""
     path = request.url.path
     try:
-        if request.method not in ("GET", "POST"):
+        if request.method != "GET":
             raise InputError(f"Malformed request: {request.method} {path}")
-        if request.method == "POST":
-            match = _PREDICT.fullmatch(path)
-            if match is None:
-                raise InputError(f"Malformed request: POST {path}")
-            name, version, label, method = match.groups()
-            body = await read_body(request, plane.settings.max_body_bytes)
-            spec = tfs.model_spec(name, version, label)
-            content = await tfs.METHODS[method.lower()](plane, spec, body)
+        match = _STATUS.fullmatch(path)
+        if match is None:
+            raise InputError(f"Malformed request: GET {path}")
+        name, version, label, metadata = match.groups()
+        if not name:
+            raise InputError("Missing model name in request.")
+        spec = tfs.model_spec(name, version, label)
+        if metadata:
+            content = await tfs.metadata_json(plane, spec)
         else:
-            match = _STATUS.fullmatch(path)
-            if match is None:
-                raise InputError(f"Malformed request: GET {path}")
-            name, version, label, metadata = match.groups()
-            if not name:
-                raise InputError("Missing model name in request.")
-            spec = tfs.model_spec(name, version, label)
-            if metadata:
-                content = await tfs.metadata_json(plane, spec)
-            else:
-                content = await tfs.status_json(plane, spec)
+            content = await tfs.status_json(plane, spec)
     except TfhostError as exc:
         return Response(tfs_json.encode_error(exc.message), http_status(exc), media_type=JSON)
     except Exception as exc:  # a bug: answered, logged, never a traceback to the client
@@ -225,7 +302,11 @@ def _v2(plane: Plane, handler: V2Handler) -> Callable[[Request], Awaitable[Respo
 
 
 def v2_error(message: str, status: int) -> Response:
-    return Response(orjson.dumps({"error": message}), status, media_type=JSON)
+    return Response(_v2_error_json(message), status, media_type=JSON)
+
+
+def _v2_error_json(message: str) -> bytes:
+    return orjson.dumps({"error": message})
 
 
 # -- the rest ---------------------------------------------------------------------------------

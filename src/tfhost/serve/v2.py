@@ -225,12 +225,11 @@ async def stats(plane: Plane, request: Request) -> Response:
     return _json(codec.model_statistics(statistics(plane, name, version)))
 
 
-async def infer_route(plane: Plane, request: Request) -> Response:
-    from tfhost.serve.rest import read_body
-
-    name, version = _name_version(request)
-    body = await read_body(request, plane.settings.max_body_bytes)
-    header = request.headers.get("inference-header-content-length")
+async def infer_rest(
+    plane: Plane, name: str, version: int | None, body: bytes, header: str | None
+) -> tuple[bytes, int | None]:
+    """A REST inference request's answer, and its ``Inference-Header-Content-Length``
+    (None: all JSON); ``header`` is the request's."""
     header_length = None
     if header is not None:
         try:
@@ -241,20 +240,13 @@ async def infer_route(plane: Plane, request: Request) -> Response:
             ) from None
     call = codec.decode_infer_request(body, header_length)
     answered, outputs = await infer(plane, REST, name, version, call)
-    content, length = codec.encode_infer_response(name, answered, call, outputs)
-    if length is None:
-        return Response(content, media_type=JSON)
-    return Response(
-        content,
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(length)},
-    )
+    return codec.encode_infer_response(name, answered, call, outputs)
 
 
 async def repository_index_route(plane: Plane, request: Request) -> Response:
     from tfhost.serve.rest import json_body, read_body
 
-    body = await read_body(request, plane.settings.max_body_bytes)
+    body = await read_body(request.scope, request.receive, plane.settings.max_body_bytes)
     ready_only = False
     if body.strip():
         parsed = json_body(body)
