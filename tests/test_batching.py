@@ -437,6 +437,29 @@ def test_auto_measures_and_says_what_it_chose(batchy: Path, toolbox: Path) -> No
     assert "unknown" in unknown.batching.chosen or "None" in unknown.batching.chosen
 
 
+def test_an_asyncio_caller_that_gives_up_while_queued_is_never_run(batchy: Path) -> None:
+    settings = BatchingSettings(max_batch_size=1, num_batch_threads=1)
+    one = {"x": np.ones((1, 1), np.float32)}
+    with Host() as host:
+        host.load("batchy", batchy, batching=settings)
+        running = _busy(host)  # the batch thread is taken for 200 ms
+
+        async def give_up() -> None:
+            call = host.predict_async("batchy", one, signature="slow")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(call, 0.05)
+
+        asyncio.run(give_up())  # its loop is closed by the time the batch thread is free
+        assert running.result(timeout=10)["y"].tolist() == [[2.0]]
+        wait_until(
+            lambda: host.status("batchy")[0].batching.queue_depth == 0,  # type: ignore[union-attr]
+            10,
+            "the abandoned request taken from the queue",
+        )
+        assert host.predict("batchy", one, signature="slow")["y"].tolist() == [[2.0]]
+        assert sum(_sizes(host, "batchy").values()) == 2  # the abandoned request never ran
+
+
 def test_unloading_fails_what_is_queued(batchy: Path) -> None:
     settings = BatchingSettings(max_batch_size=1, num_batch_threads=1)
     with Host() as host:

@@ -334,7 +334,7 @@ class Handle:
         if isinstance(self._cell, BatchingCell):
             future = self._cell.submit(checked.signature, checked.inputs, end)
             if future is not None:
-                return await asyncio.wrap_future(future)
+                return await future
         return await self._host._in_pool(self.run, checked, deadline=end)
 
     def release(self) -> None:

@@ -30,14 +30,16 @@ Thread safety: ``_lock`` (``_changed``'s) guards ``_queue``, ``_queued_rows``, `
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -77,6 +79,55 @@ class BatchingStats:
         }
 
 
+class _Answer(Protocol):
+    """Where a queued run's answer goes: the part of ``concurrent.futures.Future`` the
+    batch threads use."""
+
+    def set_running_or_notify_cancel(self) -> bool: ...
+    def set_result(self, result: dict[str, np.ndarray]) -> None: ...
+    def set_exception(self, exception: BaseException | None) -> None: ...
+    def done(self) -> bool: ...
+
+
+class _LoopAnswer:
+    """A queued run's answer for an event loop: the asyncio future it awaits, settled on
+    that loop. A ``concurrent.futures.Future`` under ``asyncio.wrap_future`` costs more
+    (a Condition per run, callbacks chained both ways): about 30 µs of the event loop's
+    time a request with 16 clients here, against ~140 µs for the whole request."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return not self.future.cancelled()  # its caller gave up (an asyncio timeout)
+
+    def set_result(self, result: dict[str, np.ndarray]) -> None:
+        self._settle(result, None)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._settle(None, exception)
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def _settle(self, result: Any, exception: BaseException | None) -> None:
+        # A closed loop raises RuntimeError: nobody awaits the answer any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_settle, self.future, result, exception)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exception: BaseException | None) -> None:
+    if future.done():  # cancelled meanwhile, or failed by close() before the batch's end
+        return
+    if exception is None:
+        future.set_result(result)
+    else:
+        future.set_exception(exception)
+
+
 class _Task:
     __slots__ = ("deadline", "enqueued", "future", "inputs", "key", "rows", "signature")
 
@@ -87,6 +138,7 @@ class _Task:
         rows: int,
         key: Key,
         deadline: float | None,
+        answer: _Answer,
     ) -> None:
         self.signature = signature
         self.inputs = inputs
@@ -94,7 +146,7 @@ class _Task:
         self.key = key
         self.deadline = deadline
         self.enqueued = time.monotonic()
-        self.future: concurrent.futures.Future[dict[str, np.ndarray]] = concurrent.futures.Future()
+        self.future = answer
 
 
 class BatchingCell:
@@ -161,7 +213,8 @@ class BatchingCell:
         self, signature: str, inputs: Mapping[str, np.ndarray], deadline: float | None = None
     ) -> dict[str, np.ndarray]:
         """Run, batched with whatever else is queued (see the module's steps)."""
-        task = self._task(signature, inputs, deadline)
+        answer: concurrent.futures.Future[dict[str, np.ndarray]] = concurrent.futures.Future()
+        task = self._task(signature, inputs, deadline, answer)
         if task is None:
             return self.inner.run(signature, inputs, deadline)
         with self._lock:
@@ -171,7 +224,7 @@ class BatchingCell:
             else:
                 self._enqueue(task)
         if not idle:
-            return task.future.result()
+            return answer.result()
         try:
             self._count(task.rows)
             return self._checked(task, self.inner.run(signature, inputs, deadline))[0]
@@ -180,15 +233,16 @@ class BatchingCell:
 
     def submit(
         self, signature: str, inputs: Mapping[str, np.ndarray], deadline: float | None = None
-    ) -> concurrent.futures.Future[dict[str, np.ndarray]] | None:
-        """Queue a run for the batch threads; None when it cannot be merged (run it alone,
-        with ``run``). For callers that must not block (an event loop)."""
-        task = self._task(signature, inputs, deadline)
+    ) -> asyncio.Future[dict[str, np.ndarray]] | None:
+        """Queue a run for the batch threads, its answer for the running event loop to
+        await; None when it cannot be merged (run it alone, with ``run``)."""
+        answer = _LoopAnswer(asyncio.get_running_loop())
+        task = self._task(signature, inputs, deadline, answer)
         if task is None:
             return None
         with self._lock:
             self._enqueue(task)
-        return task.future
+        return answer.future
 
     def close(self) -> None:
         """Fail what is queued (Unavailable) and close the inner cell, which keeps the
@@ -220,7 +274,11 @@ class BatchingCell:
     # -- queueing ------------------------------------------------------------------------
 
     def _task(
-        self, signature: str, inputs: Mapping[str, np.ndarray], deadline: float | None
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        deadline: float | None,
+        answer: _Answer,
     ) -> _Task | None:
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded(
@@ -232,7 +290,8 @@ class BatchingCell:
         rows = rows_of(inputs)
         if rows is None or rows > self.max_batch_size:
             return None
-        return _Task(signature, inputs, rows, key_of(signature, inputs, self._pad), deadline)
+        key = key_of(signature, inputs, self._pad)
+        return _Task(signature, inputs, rows, key, deadline, answer)
 
     def _enqueue(self, task: _Task) -> None:
         """Holds ``_lock``."""
