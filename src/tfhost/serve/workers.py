@@ -27,11 +27,13 @@ _local = threading.local()
 def default_threads() -> int:
     """TensorFlow Serving's ``--grpc_max_threads`` default (4 per core), and at least 16:
     a batched model's batch holds at most as many gRPC requests as there are threads.
-    Measured here (2 cores, 16 clients): with 4 threads the wide model's batches fell
-    from 62 rows to 16 and its batched throughput from 2.05 to 1.23 times the floor's;
-    an unbatched 1-row MLP did better with 4 in one probe (1.56 against 0.98 times the
-    floor, median of 8 one-second rounds) but not in ``bench/serve.py`` (1.05 against
-    1.04), so the batches decide."""
+    Measured here (2 cores, 16 clients of a grpc.aio client, 3 s slices alternated): with
+    4 threads the wide model's batched calls/s fell from 418 to 268 (8 threads: 353).
+    Fewer threads do serve small unbatched models faster, tfhost and a bare grpcio
+    servicer alike (1-row MLP: 4 threads 2,088 calls/s against 1,436 with 16, the bare
+    servicer 2,097-2,425 against 1,274-1,437): grpcio's threads contend for the GIL, and
+    that costs more than the model. ``--grpc-threads`` picks for a fleet that does not
+    batch."""
     return max(16, 4 * (os.cpu_count() or 1))
 
 
