@@ -1657,8 +1657,16 @@ class _OutTensor:
     name: str
     array: Array
     kind: int  # _K_*
-    tf_name: str  # DataTypeString
     as_bytes: bool  # a DT_STRING output named "*_bytes": written as {"b64": ...}
+
+    @property
+    def tf_name(self) -> str:
+        """DataTypeString, for errors (``dtype.name`` costs 2 µs: not on the way)."""
+        name = self.array.dtype.name
+        return _OUT_TYPE_NAMES.get(self.kind) or _TF_NAMES.get(name, name)
+
+
+_OUT_TYPE_NAMES: Final = {_K_FLOAT: "float", _K_DOUBLE: "double", _K_STRING: "string"}
 
 
 def _out_tensor(name: str, value: Any) -> _OutTensor:
@@ -1666,11 +1674,11 @@ def _out_tensor(name: str, value: Any) -> _OutTensor:
     if arr.dtype.byteorder not in ("=", "|"):  # e.g. '>f4' read from a file
         arr = arr.astype(arr.dtype.newbyteorder("="))
     dt = arr.dtype
-    kind, tf_name = _K_UNSUPPORTED, dt.name
+    kind = _K_UNSUPPORTED
     if dt == np.float32:
-        kind, tf_name = _K_FLOAT, "float"
+        kind = _K_FLOAT
     elif dt == np.float64:
-        kind, tf_name = _K_DOUBLE, "double"
+        kind = _K_DOUBLE
     elif dt in (np.int32, np.int16, np.int8, np.uint8):
         kind = _K_INT32
     elif dt == np.int64:
@@ -1682,10 +1690,8 @@ def _out_tensor(name: str, value: Any) -> _OutTensor:
     elif dt == np.uint64:
         kind = _K_UINT64
     elif dt.kind in "OSU":
-        kind, tf_name = _K_STRING, "string"
-    elif dt == np.float16:
-        tf_name = "half"
-    return _OutTensor(name, arr, kind, tf_name, kind == _K_STRING and name.endswith("_bytes"))
+        kind = _K_STRING
+    return _OutTensor(name, arr, kind, kind == _K_STRING and name.endswith("_bytes"))
 
 
 def _string_tokens(t: _OutTensor, leaf_depth: int) -> list[bytes]:
@@ -1956,5 +1962,5 @@ def encode_regression_result(result: RegressionResult) -> bytes:
 def _float32_texts(values: list[float]) -> list[bytes]:
     if not values:
         return []
-    t = _OutTensor("", np.array(values, dtype=np.float32), _K_FLOAT, "float", False)
+    t = _OutTensor("", np.array(values, dtype=np.float32), _K_FLOAT, False)
     return _tokens(t, 0)
