@@ -1399,6 +1399,9 @@ _U64: Final = struct.Struct("<Q")
 _LOW29: Final = (1 << 29) - 1
 _HALF29: Final = 1 << 28
 _FLT_MIN_NORMAL: Final = 1.1754943508222875e-38
+# A normal float's half ulp is at most 2**-24 of it; the margin covers the double that
+# stands for the decimal (within 2**-53 of it) and the subtraction's rounding.
+_HALF_ULP_BOUND: Final = 2.0**-24 * (1 + 2.0**-20)
 
 
 def _reads_back_as_float(text: str, value: float) -> bool:
@@ -1406,6 +1409,9 @@ def _reads_back_as_float(text: str, value: float) -> bool:
     ``value``. Through a double with struct; only a double that lands exactly between two
     floats (or outside the normal range) needs the careful reader."""
     d = float(text)
+    if abs(d - value) > abs(value) * _HALF_ULP_BOUND and abs(value) >= _FLT_MIN_NORMAL:
+        # Farther from the value than half its ulp: it reads back as another float.
+        return False
     low = _U64.unpack(_F64_BITS.pack(d))[0] & _LOW29
     if low == _HALF29 or not _FLT_MIN_NORMAL <= abs(d) <= 3.4e38:
         return bool(_strtof(text) == np.float32(value))
