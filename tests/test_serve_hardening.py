@@ -54,6 +54,15 @@ def test_every_endpoint_but_health_needs_the_token(guarded: ServerProcess) -> No
             assert client.get(path, headers=_auth()).status_code == 200, path
         assert client.get("/v2/health/live").status_code == 200
         assert client.get("/v2/health/ready").status_code == 200
+        infer = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+        for path, body in (
+            ("/v1/models/half_plus_two:predict", {"instances": [1.0]}),
+            ("/v2/models/half_plus_two/infer", infer),
+        ):
+            refused = client.post(path, json=body)
+            assert refused.status_code == 401, path
+            assert "bearer token" in refused.json()["error"]
+            assert client.post(path, json=body, headers=_auth()).status_code == 200, path
     triton = triton_grpc.InferenceServerClient(guarded.grpc)
     assert triton.is_server_live()
     with pytest.raises(InferenceServerException, match="bearer token"):

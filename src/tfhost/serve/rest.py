@@ -171,12 +171,8 @@ class _Inference:
             spec = tfs.model_spec(name, version, label)
             content = await tfs.METHODS[method.lower()](plane, spec, body)
             status = 200
-        except TfhostError as exc:
-            content, status = tfs_json.encode_error(exc.message), http_status(exc)
-        except Exception as exc:  # a bug: answered, logged, never a traceback to the client
-            _log.exception("TF Serving REST POST %s failed", scope["path"])
-            error = InternalError(f"{type(exc).__name__}: {exc}")
-            content, status = tfs_json.encode_error(error.message), 500
+        except Exception as exc:
+            content, status = _tfs_failure(exc, f"POST {scope['path']}")
         await _reply(send, status, content)
 
     async def _v2(self, match: re.Match[str], scope: Scope, receive: Receive, send: Send) -> None:
@@ -186,7 +182,7 @@ class _Inference:
         media_type = _JSON_BYTES
         try:
             if method != "POST":
-                content, status = _v2_error_json(f"{method} is not allowed on {scope['path']}"), 405
+                content, status = _v2_error_json(_not_allowed_text(method, scope["path"])), 405
             else:
                 name, version = match.group(1), v2_api.parse_version(match.group(2))
                 body = await read_body(scope, receive, plane.settings.max_body_bytes)
@@ -196,11 +192,8 @@ class _Inference:
                 if length is not None:
                     media_type = b"application/octet-stream"
                     extra.append((b"inference-header-content-length", str(length).encode()))
-        except TfhostError as exc:
-            content, status = _v2_error_json(exc.message), http_status(exc)
         except Exception as exc:
-            _log.exception("V2 REST %s %s failed", method, scope["path"])
-            content, status = _v2_error_json(f"internal error: {type(exc).__name__}: {exc}"), 500
+            content, status = _v2_failure(exc, f"{method} {scope['path']}")
         await _reply(send, status, content, media_type, extra)
 
 
@@ -274,13 +267,20 @@ async def _tfs(plane: Plane, request: Request) -> Response:
             content = await tfs.metadata_json(plane, spec)
         else:
             content = await tfs.status_json(plane, spec)
-    except TfhostError as exc:
-        return Response(tfs_json.encode_error(exc.message), http_status(exc), media_type=JSON)
-    except Exception as exc:  # a bug: answered, logged, never a traceback to the client
-        _log.exception("TF Serving REST %s %s failed", request.method, path)
-        error = InternalError(f"{type(exc).__name__}: {exc}")
-        return Response(tfs_json.encode_error(error.message), 500, media_type=JSON)
+    except Exception as exc:
+        content, status = _tfs_failure(exc, f"{request.method} {path}")
+        return Response(content, status, media_type=JSON)
     return Response(content, media_type=JSON)
+
+
+def _tfs_failure(exc: Exception, what: str) -> tuple[bytes, int]:
+    """TF Serving's error body and status for what a route raised. Call it in the
+    ``except``: a bug is logged with its traceback, answered 500, never shown."""
+    if isinstance(exc, TfhostError):
+        return tfs_json.encode_error(exc.message), http_status(exc)
+    _log.exception("TF Serving REST %s failed", what)
+    error = InternalError(f"{type(exc).__name__}: {exc}")
+    return tfs_json.encode_error(error.message), 500
 
 
 # -- KServe V2 --------------------------------------------------------------------------------
@@ -292,13 +292,19 @@ def _v2(plane: Plane, handler: V2Handler) -> Callable[[Request], Awaitable[Respo
     async def route(request: Request) -> Response:
         try:
             return await handler(plane, request)
-        except TfhostError as exc:
-            return v2_error(exc.message, http_status(exc))
         except Exception as exc:
-            _log.exception("V2 REST %s %s failed", request.method, request.url.path)
-            return v2_error(f"internal error: {type(exc).__name__}: {exc}", 500)
+            content, status = _v2_failure(exc, f"{request.method} {request.url.path}")
+            return Response(content, status, media_type=JSON)
 
     return route
+
+
+def _v2_failure(exc: Exception, what: str) -> tuple[bytes, int]:
+    """V2's error body and status for what a route raised (as ``_tfs_failure``)."""
+    if isinstance(exc, TfhostError):
+        return _v2_error_json(exc.message), http_status(exc)
+    _log.exception("V2 REST %s failed", what)
+    return _v2_error_json(f"internal error: {type(exc).__name__}: {exc}"), 500
 
 
 def v2_error(message: str, status: int) -> Response:
@@ -329,7 +335,11 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return v2_error(f"{request.method} is not allowed on {request.url.path}", 405)
+    return v2_error(_not_allowed_text(request.method, request.url.path), 405)
+
+
+def _not_allowed_text(method: str, path: str) -> str:
+    return f"{method} is not allowed on {path}"
 
 
 class _Bearer:

@@ -1,6 +1,6 @@
-"""Both ports of ``tfhost serve``: REST (Starlette on uvicorn) on the main thread's event
-loop, gRPC (grpcio's server) on its pool of threads, one plane under both; SIGTERM
-drains."""
+"""Both ports of ``tfhost serve``: REST (``rest.build_app`` on uvicorn) on the main
+thread's event loop, gRPC (grpcio's server) on its pool of threads, one plane under both;
+SIGTERM drains."""
 
 from __future__ import annotations
 
