@@ -73,11 +73,15 @@ def test_model_name_reads_the_path_as_the_routes_do() -> None:
 
 @dataclass
 class FakeReplica:
-    """A replica as the router sees it (Ray's RunningReplica has these two fields)."""
+    """A replica as the router sees it (the fields of Ray's RunningReplica it reads)."""
 
     name: str
     multiplexed_model_ids: set[str] = field(default_factory=set)
     routing_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def replica_id(self) -> str:
+        return self.name
 
 
 def test_rank_prefers_holders_then_free_bytes_not_model_counts() -> None:
@@ -92,7 +96,16 @@ def test_rank_prefers_holders_then_free_bytes_not_model_counts() -> None:
     assert names(rank([full, roomy], "new")) == [["roomy"], ["full"]]  # bytes, not counts
     assert names(rank([full, roomy, fresh], "new")) == [["fresh"], ["roomy"], ["full"]]
     assert names(rank([roomy, unbudgeted], "x")) == [["unbudgeted"], ["roomy"]]
-    assert names(rank([fresh, FakeReplica("twin")], "x")) == [["fresh", "twin"]]
+    # Equal room: a rank each, in an order that depends on the model, not on the order
+    # Ray lists them in, so a model nobody holds yet goes to one replica every time.
+    twin = FakeReplica("twin")
+    ranked = names(rank([fresh, twin], "x"))
+    assert sorted(ranked) == [["fresh"], ["twin"]]
+    assert names(rank([twin, fresh], "x")) == ranked
+    assert {tuple(map(tuple, names(rank([fresh, twin], m)))) for m in "abcdefgh"} == {
+        (("fresh",), ("twin",)),
+        (("twin",), ("fresh",)),
+    }
     assert len(rank([full, roomy, fresh], "")) == 1 and len(rank([full, roomy], "")[0]) == 2
 
 

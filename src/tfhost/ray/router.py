@@ -8,7 +8,10 @@ replica's fleet has free under its memory budget, as each replica reports them
 (``record_routing_stats``: ``free_bytes``, None when it has no budget). Among the replicas
 of one rank Ray picks the one with the shortest queue, and moves on to the next rank when
 all of a rank's queues are full, so a model that is busy on its replica spreads to a
-second one.
+second one. A replica that holds no copy is a rank of its own, equals in an order drawn
+from the model's name and the replica's id: Ray hears that a replica holds a model only
+after its first request, and until then the requests behind it must go to the same
+replica, not load a second copy elsewhere.
 
 ``rank`` is the policy, a pure function; ``BudgetRouter`` plugs it into Ray Serve
 (``RequestRouterConfig(request_router_class=BudgetRouter)``).
@@ -16,6 +19,7 @@ second one.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence, Set
@@ -41,6 +45,9 @@ class Candidate(Protocol):
     @property
     def routing_stats(self) -> Mapping[str, Any]: ...
 
+    @property
+    def replica_id(self) -> Any: ...
+
 
 C = TypeVar("C", bound=Candidate)
 
@@ -55,27 +62,25 @@ def room(stats: Mapping[str, Any]) -> float:
 def rank(replicas: Sequence[C], model: str, *, sample: int = 2) -> list[list[C]]:
     """Replicas in the order to try them for a request for ``model``.
 
-    First those that hold ``model``, then the others from the most free bytes to the
-    least (equal room: fewer models first), each distinct room its own rank. A request
-    that names no model gets ``sample`` replicas drawn at random, as one rank (the
-    power of two choices).
+    First those that hold ``model``, as one rank; then the others, one rank each, from
+    the most free bytes to the least (equal room: fewer models first, then the order
+    ``_draw`` gives). A request that names no model gets ``sample`` replicas drawn at
+    random, as one rank (the power of two choices).
     """
     if not model:
         return [random.sample(list(replicas), min(sample, len(replicas)))] if replicas else []
     holding = [r for r in replicas if model in r.multiplexed_model_ids]
     others = sorted(
         (r for r in replicas if model not in r.multiplexed_model_ids),
-        key=lambda r: (-room(r.routing_stats), len(r.multiplexed_model_ids)),
+        key=lambda r: (-room(r.routing_stats), len(r.multiplexed_model_ids), _draw(model, r)),
     )
-    ranks: list[list[C]] = [holding] if holding else []
-    last: tuple[float, int] | None = None
-    for replica in others:
-        key = (room(replica.routing_stats), len(replica.multiplexed_model_ids))
-        if key != last:
-            ranks.append([])
-            last = key
-        ranks[-1].append(replica)
-    return ranks
+    return ([holding] if holding else []) + [[r] for r in others]
+
+
+def _draw(model: str, replica: Candidate) -> bytes:
+    """The same for a model and a replica in every router (rendezvous hashing)."""
+    replica_id = getattr(replica.replica_id, "unique_id", replica.replica_id)
+    return hashlib.blake2b(f"{model}\0{replica_id}".encode(), digest_size=8).digest()
 
 
 class BudgetRouter(FIFOMixin, MultiplexMixin, RequestRouter):
