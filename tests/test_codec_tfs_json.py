@@ -1454,25 +1454,40 @@ def test_write_decimal_vectorised_matches_the_reference(dtype: Any) -> None:
     assert out == b'{\n    "predictions": [' + expected.encode() + b"\n    ]\n}"
 
 
-def test_write_decimal_value_by_value_matches_the_reference_at_six_digits_edges() -> None:
-    # Arrays of at most 256 values are written one value at a time: the floats next to a
-    # six-digit decimal are where "%g" reading back as the value is decided by an ulp.
+def _six_digit_edges() -> np.ndarray:
+    """The floats next to six-digit decimals and to powers of two (whose float below is
+    twice as near), where "%g" reading back as the value is decided by an ulp."""
     rng = np.random.default_rng(12)
     with np.errstate(over="ignore"):
         decimals = rng.integers(100000, 999999, 1500) * 10.0 ** rng.integers(-44, 33, 1500)
         nearest = decimals.astype(np.float32)
-    values = np.concatenate(
+    powers = np.ldexp(np.float32(1), np.arange(-149, 128)).astype(np.float32)
+    edges = np.concatenate([nearest, powers, -powers])
+    return np.concatenate(
         [
-            nearest,
-            np.nextafter(nearest, np.float32(np.inf)),
-            np.nextafter(nearest, np.float32(-np.inf)),
+            edges,
+            np.nextafter(edges, np.float32(np.inf)),
+            np.nextafter(edges, np.float32(-np.inf)),
             rng.integers(0, 2**32, 1500, dtype=np.uint64).astype(np.uint32).view(np.float32),
         ]
     )
-    for chunk in np.array_split(values, 24):  # ~250 values each
+
+
+def test_write_decimal_value_by_value_matches_the_reference_at_six_digits_edges() -> None:
+    # Arrays of at most 256 values are written one value at a time.
+    values = _six_digit_edges()
+    for chunk in np.array_split(values, 30):  # ~250 values each
         out = encode_predict_response({"y": chunk}, columnar=False)
         expected = ", ".join(reference_text(v, True) for v in chunk.tolist())
         assert out == b'{\n    "predictions": [' + expected.encode() + b"\n    ]\n}"
+
+
+def test_write_decimal_vectorised_matches_the_reference_at_six_digits_edges() -> None:
+    # One array: the plan decides six digits against half the float's ulp in numpy.
+    values = _six_digit_edges()
+    out = encode_predict_response({"y": values}, columnar=False)
+    expected = ", ".join(reference_text(v, True) for v in values.tolist())
+    assert out == b'{\n    "predictions": [' + expected.encode() + b"\n    ]\n}"
 
 
 def test_columnar_layout_of_floats_with_patched_values() -> None:
