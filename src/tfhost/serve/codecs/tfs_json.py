@@ -1541,8 +1541,7 @@ def _float_plan_unguarded(x: Array) -> _FloatPlan:
     finite = np.isfinite(a)
     groups: list[tuple[Array, list[bytes]]] = []
     if not finite.all():
-        where = np.flatnonzero(~finite)
-        groups.append((where, [_float_text(v, is32).encode() for v in y[where].tolist()]))
+        groups.append(_per_value(flat, np.flatnonzero(~finite), is32))
     idx = np.flatnonzero(finite & (a > 0))
     if idx.size:
         groups.extend(_plan_nonzero(flat, y, idx, a[idx], is32))
@@ -1591,9 +1590,13 @@ def _plan_nonzero(
             texts[j] += b".0"  # what WriteDecimal appends when '.' and 'e' are missing
         groups.append((where, texts))
     if not sure6.all():
-        where = idx[~sure6]
-        groups.append((where, [_float_text(v, False).encode() for v in flat[where].tolist()]))
+        groups.append(_per_value(flat, idx[~sure6], False))
     return groups
+
+
+def _per_value(flat: Array, where: Array, is32: bool) -> tuple[Array, list[bytes]]:
+    """The exact writer's texts at the flat indices ``where``, one value at a time."""
+    return where, [_float_text(v, is32).encode() for v in flat[where].tolist()]
 
 
 # Where float64 arithmetic (each product within a few ulp) cannot vouch for which side of
@@ -1656,6 +1659,7 @@ def _plan_float32(flat: Array, y: Array, idx: Array, av: Array) -> list[tuple[Ar
     else:
         y[idx] = np.copysign(value, y[idx])
     groups: list[tuple[Array, list[bytes]]] = []
+    exact = ~sure
     # "%g" switches to the exponent form below 1e-4 and from 10**digits on.
     sci = (value < 1e-4) | (value >= 1e6)
     sci &= sure
@@ -1664,8 +1668,7 @@ def _plan_float32(flat: Array, y: Array, idx: Array, av: Array) -> list[tuple[Ar
         v = value[w]
         w = w[ok6[w] | (v < 1e-4) | (v >= 1e9)]
         if w.size < _FEW_SCI:
-            where = idx[w]
-            groups.append((where, [_float_text(x, True).encode() for x in flat[where].tolist()]))
+            exact[w] = True
         else:
             is6 = ok6[w]
             w6, w9 = w[is6], w[~is6]
@@ -1673,9 +1676,8 @@ def _plan_float32(flat: Array, y: Array, idx: Array, av: Array) -> list[tuple[Ar
             for wd, m, ex, digits in ((w6, m6[at6], e6[at6], 6), (w9, m9[w9], e9[w9], 9)):
                 where = idx[wd]
                 groups.append((where, _sci_texts(flat[where] < 0, m.astype(np.int64), ex, digits)))
-    if not sure.all():
-        where = idx[~sure]
-        groups.append((where, [_float_text(x, True).encode() for x in flat[where].tolist()]))
+    if exact.any():
+        groups.append(_per_value(flat, idx[exact], True))
     return groups
 
 
