@@ -2,7 +2,7 @@
 
     python bench/serve.py [--only mlp|wide] [--routes v2-rest,tfs-rest,tfs-grpc,v2-grpc]
                           [--concurrency 1,16] [--seconds 2] [--rounds 5] [--quick]
-                          [--self-check] [--batching [--max-batch-size 128]
+                          [--self-check | --ceiling] [--batching [--max-batch-size 128]
                           [--batch-timeout-micros 0] [--num-batch-threads 1]]
 
 Two TF2 SavedModels, written by the bench with seeded weights (one version ``1/`` each in
@@ -54,6 +54,12 @@ its event loop when it is the only one in flight and its model is quick
 (``ServeSettings.inline_under_s``), and under a closed loop of clients each request is the
 only one admitted while the previous one runs, so the batch sizes line can show 1 row per
 call at 16 clients: then the settings do not matter, and the line says why b/f is low.
+
+``--ceiling`` puts ``bench/serve_floor.py --no-model`` where tfhost serve would be: the
+floor's transports and codecs answering zeros without calling TensorFlow. Its ratio over
+the floor is the most a server could reach at that point with these transports and codecs,
+this load generator and this machine, batching or not (every request still pays its wire
+and its decoding): where it is below a goal, the goal is out of reach here.
 
 On 2 cores the load generator competes with the server for CPU; it does so equally for
 both, so the ratio holds, but the absolute figures are those of a shared machine.
@@ -246,8 +252,8 @@ class Server:
                 self.process.wait()
 
 
-def floor_command(repo: Path, grpc_mode: str) -> list[str]:
-    return [
+def floor_command(repo: Path, grpc_mode: str, no_model: bool = False) -> list[str]:
+    command = [
         sys.executable,
         str(BENCH / "serve_floor.py"),
         str(repo),
@@ -258,6 +264,7 @@ def floor_command(repo: Path, grpc_mode: str) -> list[str]:
         "--grpc-mode",
         grpc_mode,
     ]
+    return [*command, "--no-model"] if no_model else command
 
 
 def tfhost_command(repo: Path, config: Path | None = None) -> list[str]:
@@ -854,11 +861,15 @@ def _failures(result: Result) -> str:
     return out
 
 
+# The servers in tfhost serve's place whose ratio has no goal.
+UNJUDGED = ("floor B", "ceiling")
+
+
 def header(other: str) -> str:
     return (
         f"{'model':5} {'route':8} {'conc':>4} | {'floor req/s':>11} {'p50 ms':>7} "
         f"{'p99 ms':>7} | {other + ' req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | "
-        f"{'ratio':>5} {'(rounds)':>11}  {'' if other == 'floor B' else f'goal >= {GOAL:g}'}"
+        f"{'ratio':>5} {'(rounds)':>11}  {'' if other in UNJUDGED else f'goal >= {GOAL:g}'}"
     ).rstrip()
 
 
@@ -983,6 +994,12 @@ def parse_args() -> argparse.Namespace:
         "every ratio should be near 1.0",
     )
     parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="the floor without its model call in tfhost serve's place: the most a server "
+        "on the same transports could reach over the floor here",
+    )
+    parser.add_argument(
         "--batching",
         action="store_true",
         help="a third server: tfhost serve with batching on the same model files",
@@ -1017,6 +1034,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--write-models", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--only-names", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ceiling and (args.self_check or args.batching):
+        parser.error("--ceiling runs alone: not with --self-check or --batching")
     # --quick sets what was not given; --quick --rounds 3 keeps the 3.
     quick_seconds = 1 if args.batching else 2
     if args.seconds is None:
@@ -1050,7 +1069,10 @@ def bench(args: argparse.Namespace, root: Path) -> int:
     repo = args.keep or root / "models"
     write_repository(repo, models, root / "write.log")
     servers = [Server("floor", floor_command(repo, args.floor_grpc), root / "floor.log")]
-    if args.self_check:
+    if args.ceiling:
+        command = floor_command(repo, args.floor_grpc, no_model=True)
+        servers.append(Server("ceiling", command, root / "ceiling.log"))
+    elif args.self_check:
         servers.append(Server("floor B", floor_command(repo, args.floor_grpc), root / "b.log"))
         if args.batching:
             servers.append(Server("floor C", floor_command(repo, args.floor_grpc), root / "c.log"))
@@ -1085,7 +1107,8 @@ def bench(args: argparse.Namespace, root: Path) -> int:
                 problem = check(loads, servers[0], model, route)
                 if problem:
                     raise RuntimeError(f"the floor is wrong on {model} {route}: {problem}")
-                for server in servers[1:]:
+                # The ceiling answers zeros by design: nothing to check.
+                for server in [] if args.ceiling else servers[1:]:
                     problem = check(loads, server, model, route)
                     if problem:
                         broken[model, route] = f"{server.label} answered wrongly: {problem}"
@@ -1118,7 +1141,8 @@ def bench(args: argparse.Namespace, root: Path) -> int:
                         if line:
                             print(line)
                     else:
-                        print(row(result, goal=not args.self_check), flush=True)
+                        goal = not (args.self_check or args.ceiling)
+                        print(row(result, goal=goal), flush=True)
                     sys.stdout.flush()
         summarize(args, results, broken, labels)
         print(other_servers_note())
@@ -1138,6 +1162,17 @@ def summarize(
     broken: dict[tuple[str, str], str],
     labels: tuple[str, ...],
 ) -> None:
+    if args.ceiling:
+        for r in results:
+            if r.point.concurrency != BATCH_CONCURRENCY or r.point.model not in FLOOR_GOALS:
+                continue
+            ceiling, want = _med(r.ratios("ceiling")), FLOOR_GOALS[r.point.model]
+            reach = "not ruled out" if ceiling >= want else "OUT OF REACH here"
+            print(
+                f"ceiling: {r.point.model} {r.point.route} at {BATCH_CONCURRENCY} clients: "
+                f"{ceiling:.2f} x the floor; the batching goal of {want:g} x is {reach}"
+            )
+        return
     if args.self_check:
         for label in labels[1:]:
             ratios = [_med(r.ratios(label)) for r in results]
@@ -1182,7 +1217,7 @@ def main() -> None:
         return
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     models = [args.only] if args.only else list(MODELS)
-    labels = ["floor", "floor B" if args.self_check else "tfhost"]
+    labels = ["floor", "ceiling" if args.ceiling else "floor B" if args.self_check else "tfhost"]
     if args.batching:
         labels.append("floor C" if args.self_check else "batched")
     points = len(models) * len(args.route_list) * len(args.concurrency_list)

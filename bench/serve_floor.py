@@ -15,6 +15,10 @@ output, as the bench's models do; nothing else is supported.
   (``--grpc-mode sync``, the faster here: TensorFlow drops the GIL while it computes, so
   two threads use both cores) or grpc.aio with the call inline on its loop.
 
+``--no-model`` answers every request with zeros of the output's shape instead of calling
+TensorFlow: the same transports and codecs with no model, the most any server on them could
+reach (``bench/serve.py --ceiling``).
+
 Prints ``serve_floor: ready: REST on http://HOST:P, gRPC on HOST:Q`` (tfhost serve's
 ready line) once both listen, so the bench reads the ports a port of 0 picked.
 """
@@ -64,8 +68,25 @@ class Model:
         return result
 
 
-def load_models(repo: Path) -> dict[str, Model]:
-    models = {}
+@dataclass(frozen=True)
+class NoModel:
+    """``--no-model``: the answer's shape and dtype without the call."""
+
+    name: str
+    version: int
+    input: str
+    output: str
+    row: np.ndarray  # one row of the real model's answer, zeroed
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros((len(x), *self.row.shape), self.row.dtype)
+
+
+Models = dict[str, Model | NoModel]
+
+
+def load_models(repo: Path, no_model: bool = False) -> Models:
+    models: Models = {}
     for folder in sorted(p for p in repo.iterdir() if p.is_dir()):
         versions = [int(v.name) for v in folder.iterdir() if v.name.isdigit()]
         if not versions:
@@ -78,15 +99,19 @@ def load_models(repo: Path) -> dict[str, Model]:
         spec = function.structured_input_signature[1][input_name]
         model = Model(folder.name, version, input_name, output_name, function, loaded)
         # One call before serving: the first one sets up TensorFlow's kernels.
-        model(np.zeros([1, *spec.shape[1:]], spec.dtype.as_numpy_dtype))
-        models[folder.name] = model
+        y = model(np.zeros([1, *spec.shape[1:]], spec.dtype.as_numpy_dtype))
+        models[folder.name] = (
+            NoModel(model.name, version, input_name, output_name, np.zeros_like(y[0]))
+            if no_model
+            else model
+        )
     return models
 
 
 # -- REST -----------------------------------------------------------------------------------
 
 
-def rest_app(models: dict[str, Model]) -> Starlette:
+def rest_app(models: Models) -> Starlette:
     def not_found(name: str) -> Response:
         return Response(orjson.dumps({"error": f"no model {name!r}"}), 404, media_type=JSON)
 
@@ -162,7 +187,7 @@ def float_tensor_wire(y: np.ndarray) -> bytes:
     return b"\x08\x01" + _field(2, dims) + _field(5, values)
 
 
-def predict(models: dict[str, Model], request: Any) -> Any | None:
+def predict(models: Models, request: Any) -> Any | None:
     model = models.get(request.model_spec.name)
     if model is None:
         return None
@@ -177,7 +202,7 @@ def predict(models: dict[str, Model], request: Any) -> Any | None:
     return response
 
 
-def model_infer(models: dict[str, Model], request: Any) -> Any | None:
+def model_infer(models: Models, request: Any) -> Any | None:
     model = models.get(request.model_name)
     if model is None:
         return None
@@ -193,7 +218,7 @@ def model_infer(models: dict[str, Model], request: Any) -> Any | None:
 
 
 class SyncPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
-    def __init__(self, models: dict[str, Model]) -> None:
+    def __init__(self, models: Models) -> None:
         self.models = models
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -204,7 +229,7 @@ class SyncPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # 
 
 
 class SyncInference(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, models: dict[str, Model]) -> None:
+    def __init__(self, models: Models) -> None:
         self.models = models
 
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -215,7 +240,7 @@ class SyncInference(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ign
 
 
 class AioPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
-    def __init__(self, models: dict[str, Model]) -> None:
+    def __init__(self, models: Models) -> None:
         self.models = models
 
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -226,7 +251,7 @@ class AioPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # t
 
 
 class AioInference(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, models: dict[str, Model]) -> None:
+    def __init__(self, models: Models) -> None:
         self.models = models
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -236,7 +261,7 @@ class AioInference(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
         return response
 
 
-def start_sync_grpc(models: dict[str, Model], port: int, threads: int) -> int:
+def start_sync_grpc(models: Models, port: int, threads: int) -> int:
     server = grpc.server(ThreadPoolExecutor(max_workers=threads))
     _keep.append(server)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -248,7 +273,7 @@ def start_sync_grpc(models: dict[str, Model], port: int, threads: int) -> int:
     return bound
 
 
-def start_aio_grpc(models: dict[str, Model], port: int) -> int:
+def start_aio_grpc(models: Models, port: int) -> int:
     """grpc.aio on a thread of its own with its own loop (how tfhost serve ran gRPC before
     it moved to a thread pool)."""
     loop = asyncio.new_event_loop()
@@ -279,8 +304,11 @@ def main() -> None:
     parser.add_argument("--grpc-port", type=int, default=0)
     parser.add_argument("--grpc-mode", choices=("sync", "aio"), default="sync")
     parser.add_argument("--grpc-threads", type=int, default=16, help="sync mode's pool")
+    parser.add_argument(
+        "--no-model", action="store_true", help="answer zeros of the output's shape, no TF call"
+    )
     args = parser.parse_args()
-    models = load_models(args.repo)
+    models = load_models(args.repo, args.no_model)
     if args.grpc_mode == "sync":
         grpc_port = start_sync_grpc(models, args.grpc_port, args.grpc_threads)
     else:
