@@ -16,7 +16,7 @@ output, as the bench's models do; nothing else is supported.
   two threads use both cores) or grpc.aio with the call inline on its loop.
 
 ``--no-model`` answers every request with zeros of the output's shape instead of calling
-TensorFlow: the same transports and codecs with no model, the most any server on them could
+TensorFlow: the same transports and codecs with no model, the most a server on them could
 reach (``bench/serve.py --ceiling``).
 
 Prints ``serve_floor: ready: REST on http://HOST:P, gRPC on HOST:Q`` (tfhost serve's
