@@ -1445,6 +1445,14 @@ def _pow10(k: Array) -> Array:
     return out
 
 
+def _exact_exponent(a: Array, e: Array) -> Array:
+    """floor(log10(a)) from ``e``, log10's estimate of it, which is off by one where log10
+    rounded across a power of ten."""
+    e -= (a < _pow10(e)).astype(np.int64)
+    e += (a >= _pow10(e + 1)).astype(np.int64)
+    return e
+
+
 def _round_significant(a: Array, e: Array, digits: int) -> tuple[Array, Array, Array]:
     """Positive ``a`` (decimal exponent ``e``) rounded to ``digits`` significant digits,
     half to even, as (mantissa, exponent, certain). Where float64 arithmetic cannot vouch
@@ -1567,9 +1575,7 @@ def _plan_nonzero(
     """Fills ``y[idx]`` where orjson prints TF's text; returns the other (index, text)s."""
     if is32:
         return _plan_float32(flat, y, idx, av)
-    e = np.floor(np.log10(av)).astype(np.int64)
-    e -= (av < _pow10(e)).astype(np.int64)
-    e += (av >= _pow10(e + 1)).astype(np.int64)
+    e = _exact_exponent(av, np.floor(np.log10(av)).astype(np.int64))
     m6, e6, sure6 = _round_significant(av, e, 6)
     y6 = _decimal_double(m6, e6 - 5)
     ok6 = sure6 & (y6 == av)
@@ -1618,12 +1624,8 @@ def _plan_float32(flat: Array, y: Array, idx: Array, av: Array) -> list[tuple[Ar
     off = (t9 < 1e8) | (t9 >= 1e9)
     if off.any():  # log10 rounded across a power of ten: the exact exponent, by comparison
         w = np.flatnonzero(off)
-        a = av[w]
-        ew = e[w]
-        ew -= a < _P10[ew + _P10_BIAS]
-        ew += a >= _P10[ew + (1 + _P10_BIAS)]
-        e[w] = ew
-        t9[w] = a * _P10[(8 + _P10_BIAS) - ew]
+        e[w] = _exact_exponent(av[w], e[w])
+        t9[w] = av[w] * _pow10(8 - e[w])
     m9 = np.rint(t9)
     t6 = t9 * 1e-3
     m6 = np.rint(t6)
