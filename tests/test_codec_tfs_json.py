@@ -1280,7 +1280,16 @@ def test_fast_paths_agree_with_the_port(seed: int, monkeypatch: pytest.MonkeyPat
         cases.append((json.dumps(doc).encode(), dtypes))
     fast = [outcome(body, dtypes) for body, dtypes in cases]
     monkeypatch.setattr(tfs_json, "_fill_fast", lambda *args: None)
+    monkeypatch.setattr(tfs_json, "_numeric_instances", lambda *args: None)
     exact = [outcome(body, dtypes) for body, dtypes in cases]
+    assert_same_outcomes(cases, fast, exact)
+
+
+def assert_same_outcomes(
+    cases: list[tuple[bytes, dict[str, str]]],
+    fast: list[tuple[str, Any]],
+    exact: list[tuple[str, Any]],
+) -> None:
     accepted = 0
     for (body, _), (kind, got), (kind_exact, want) in zip(cases, fast, exact, strict=True):
         assert kind == kind_exact, body
@@ -1293,6 +1302,81 @@ def test_fast_paths_agree_with_the_port(seed: int, monkeypatch: pytest.MonkeyPat
         for name in got.inputs:
             same_tensor(got.inputs[name], want.inputs[name])
     assert accepted > 20  # the generator must exercise successes, not only errors
+
+
+# Bodies the simdjson path must either decode exactly as the general path does, or leave
+# to it: near misses of the one shape it takes.
+NUMERIC_BODIES = [
+    b'{"instances": [[1.5, 2, -3e2], [4, 5, 6]]}',
+    b'{"signature_name": "", "instances": [[1, 2]]}',
+    b'{"instances": [0.1, 1e300, -1e300, 2.5e-45, 1e-320, -0.0, 18446744073709551615]}',
+    b'{"instances": [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]}',
+    b'  \r\n{"instances": [[1]]}\t',
+    b'{"instances": [[1, 2, 3], [4]]}',
+    b'{"instances": [[1, [2]], [3, 4]]}',
+    b'{"instances": [[[1, 2], [3, 4]], [[5, 6, 7, 8], []]]}',
+    b'{"instances": [[1, 2], 3]}',
+    b'{"instances": [[[1]], [[]], [[2]]]}',
+    b'{"instances": [[1], []]}',
+    b'{"instances": [1, [2]]}',
+    b'{"instances": [[], []]}',
+    b'{"instances": [[]]}',
+    b'{"instances": []}',
+    b'{"instances": [1e400]}',
+    b'{"instances": [123456789012345678901234567890]}',
+    b'{"instances": [NaN, 1]}',
+    b'{"instances": [1, 2], "instances": [3, 4]}',
+    b'{"instances": [1, 2], "inputs": [3, 4]}',
+    b'{"instances": [1, 2], "other": 1}',
+    b'{"signature_name": 7, "instances": [1]}',
+    b'{"signature_name": "serving\\u005fdefault", "instances": [1]}',
+    b'{"signature_name": "nope", "instances": [1]}',
+    b'\xef\xbb\xbf{"instances": [1]}',
+    b'{"instances": [1]} trailing',
+    b'{"instances": [1,]}',
+    b'[{"instances": [1]}]',
+    b'{"instances": ' + b"[" * 70 + b"1" + b"]" * 70 + b"}",
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_numeric_fast_path_agrees_with_the_general_one(
+    dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(dtype)
+    cases = [(body, {"x": dtype}) for body in NUMERIC_BODIES]
+    for _ in range(400):  # regular and ragged arrays of every rank up to 4
+        value = random_value(rng, uniform=rng.random() < 0.6)
+        cases.append((json.dumps({"instances": [value]}).encode(), {"x": dtype}))
+    fast = [outcome(body, dtypes) for body, dtypes in cases]
+    monkeypatch.setattr(tfs_json, "_numeric_instances", lambda *args: None)
+    exact = [outcome(body, dtypes) for body, dtypes in cases]
+    assert_same_outcomes(cases, fast, exact)
+
+
+def test_numeric_fast_path_takes_the_common_body() -> None:
+    lookups: list[str] = []
+
+    def specs(signature: str) -> Mapping[str, TensorSpec]:
+        lookups.append(signature)
+        return {"x": TensorSpec("x", "float32", (None, 3))}
+
+    body = b'{"instances": [[1, 2.5, 3e-1], [4, 5, 6]]}'
+    call = tfs_json._numeric_instances(body, specs)
+    assert call is not None and not call.columnar
+    assert call.signature == "serving_default" and lookups == ["serving_default"]
+    np.testing.assert_array_equal(
+        call.inputs["x"], np.array([[1, 2.5, 0.3], [4, 5, 6]], dtype=np.float32)
+    )
+    assert call.inputs["x"].dtype == np.float32
+    # Ragged with the right count of values, and a level out of place: left alone.
+    assert tfs_json._numeric_instances(b'{"instances": [[1, 2, 3], [4, 5]]}', specs) is None
+    assert tfs_json._numeric_instances(b'{"instances": [[1, 2, [3]], [4, 5, 6]]}', specs) is None
+    # Every body the general path decodes is still decoded once per signature lookup.
+    lookups.clear()
+    with pytest.raises(InputError):
+        decode_predict_request(b'{"instances": [[1, 2, 3], [4, 5]]}', specs)
+    assert lookups == ["serving_default"]
 
 
 def random_json(rng: random.Random, depth: int = 0) -> Any:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 import orjson
+import simdjson
 
 from tfhost.errors import InputError, TfhostError
 from tfhost.specs import DEFAULT_SIGNATURE, TensorSpec
@@ -1202,6 +1203,13 @@ def decode_predict_request(
 def _decode_predict(
     body: bytes, inputs_of: Callable[[str], Mapping[str, TensorSpec]]
 ) -> PredictCall:
+    scan = _Scan(body)
+    if scan.numbers_only:
+        lookup = _Once(inputs_of)  # the general path asks again for what the fast one did
+        fast = _numeric_instances(body, lookup)
+        if fast is not None:
+            return fast
+        inputs_of = lookup
     doc = _parse_document(body)
     signame = _signature_of(doc)
     signature = signame or DEFAULT_SIGNATURE
@@ -1216,7 +1224,6 @@ def _decode_predict(
             doc,
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
         )
-    scan = _Scan(body)
     if has_instances:
         instances = doc["instances"]
         if type(instances) is not list:
@@ -1237,6 +1244,113 @@ def _decode_predict(
             raise InputError(f"tensor parsing error: {name}")
         inputs[name] = tensor
     return PredictCall(signature=signature, inputs=inputs, columnar=columnar)
+
+
+class _Once:
+    """``inputs_of``, asked at most once per signature."""
+
+    __slots__ = ("_asked", "_inputs_of")
+
+    def __init__(self, inputs_of: Callable[[str], Mapping[str, TensorSpec]]) -> None:
+        self._inputs_of = inputs_of
+        self._asked: dict[str, Mapping[str, TensorSpec]] = {}
+
+    def __call__(self, signature: str) -> Mapping[str, TensorSpec]:
+        if signature not in self._asked:
+            self._asked[signature] = self._inputs_of(signature)
+        return self._asked[signature]
+
+
+# The common body, straight into numpy: simdjson writes every number of the array into
+# one buffer of doubles (no Python object per value: 17 against orjson's and numpy's 43 µs
+# for 784 values, 0.35 against 0.95 ms for 8 x 2048). The double, cast to the input's
+# float type, is what TF Serving makes of a JSON number too (GetDouble, static_cast).
+
+_DOC_KEYS: Final = frozenset({"instances", "signature_name"})
+_NOT_STRUCTURE: Final = bytes(c for c in range(256) if c not in b"[],")
+
+
+def _numeric_instances(
+    body: bytes, inputs_of: Callable[[str], Mapping[str, TensorSpec]]
+) -> PredictCall | None:
+    """``{"instances": ARRAY}`` (and maybe ``"signature_name"``) for a signature of one
+    float input, every leaf a number (``_Scan.numbers_only``), the array regular; None for
+    anything else, which the general path decodes (and, where it is wrong, explains).
+
+    What the general path would do is proven first: no BOM (simdjson skips one, TF
+    Serving refuses it), no backslash (every string reads the same to both parsers), no
+    duplicated key, and the array's brackets, commas and count of values exactly those of
+    the shape its first elements give (a ragged array or a misplaced level cannot match
+    them)."""
+    if (body[:1] != b"{" and body.lstrip()[:1] != b"{") or b"\\" in body:
+        return None
+    try:
+        doc = simdjson.Parser().parse(body)
+    except Exception:  # whichever way simdjson refuses it, the general path explains
+        return None
+    if type(doc) is not simdjson.Object:
+        return None
+    keys = list(doc.keys())
+    if "instances" not in keys or len(keys) != len(set(keys)) or not _DOC_KEYS.issuperset(keys):
+        return None
+    signame = doc["signature_name"] if "signature_name" in keys else ""
+    if type(signame) is not str:
+        return None
+    signature = signame or DEFAULT_SIGNATURE
+    specs = inputs_of(signature)
+    if len(specs) != 1:
+        return None
+    ((name, spec),) = specs.items()
+    dtype = _dtype_of(spec)
+    if dtype.kind not in (_K_FLOAT, _K_DOUBLE):
+        return None
+    instances = doc["instances"]
+    if type(instances) is not simdjson.Array:
+        return None
+    node: Any = instances
+    shape: list[int] = []
+    while type(node) is simdjson.Array:
+        shape.append(len(node))
+        if not shape[-1] or len(shape) > _MAX_RANK:
+            return None  # nothing to convert, or too deep: the general path's errors
+        node = node[0]
+    try:
+        values = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+    except Exception:  # not all numbers, or one simdjson cannot hold
+        return None
+    if not _is_regular(body, instances, shape, values.size):
+        return None
+    with np.errstate(over="ignore"):  # 1e300 into a float is inf, as in TF
+        tensor = values.astype(dtype.np_dtype, copy=False).reshape(shape)
+    return PredictCall(signature=signature, inputs={name: tensor}, columnar=False)
+
+
+def _is_regular(body: bytes, instances: Any, shape: list[int], size: int) -> bool:
+    """Whether the body's one array, which holds ``size`` numbers and nothing but arrays
+    and numbers, is regular of the ``shape`` its first elements give."""
+    if size != math.prod(shape):
+        return False
+    start, end = body.find(b"["), body.rfind(b"]") + 1
+    if len(shape) == 1:
+        return body.count(b"[", start, end) == 1
+    if len(shape) == 2:
+        # The usual rank, cheaper than the whole structure: the root and its rows are all
+        # the arrays there are, and every row holds its share.
+        return body.count(b"[", start, end) == 1 + shape[0] and all(
+            type(row) is simdjson.Array and len(row) == shape[1] for row in instances
+        )
+    # The brackets and commas fix every array and every value but one alone in its
+    # array (which looks like none: the count fixes those).
+    return body[start:end].translate(None, _NOT_STRUCTURE) == _regular_structure(tuple(shape))
+
+
+@lru_cache(maxsize=32)
+def _regular_structure(shape: tuple[int, ...]) -> bytes:
+    """The brackets and commas of a regular array of ``shape``, in order."""
+    text = b""
+    for size in reversed(shape):
+        text = b"[" + b",".join([text] * size) + b"]"
+    return text
 
 
 def _is_element_object(value: Any) -> bool:
