@@ -6,11 +6,13 @@ Serving's rapidjson ``PrettyWriter`` writes them (its indentation, its single-li
 its float formatting: six significant digits when they round-trip, else ``max_digits10``).
 Every error is an :class:`~tfhost.errors.InputError` whose message is TF Serving's own.
 
-Hot path: orjson parses the body (no faster C number parser is at hand: ``np.fromstring``
-and ``np.loadtxt`` are several times slower than orjson), numpy converts the nested lists
-in one call, and cheap ``memchr`` scans of the raw bytes prove the call safe. Whatever the
-fast path cannot prove goes through a line-by-line port of json_tensor.cc, which also
-yields the exact error message; bodies orjson rejects (``NaN``, a BOM, trailing bytes,
+Hot path: the common body, ``{"instances": ...}`` of numbers for a signature of one float
+input, goes through simdjson, which writes every number into one buffer of doubles (no
+Python object per value); cheap scans of the raw bytes prove the result the general path's.
+Other bodies: orjson parses them (``np.fromstring`` and ``np.loadtxt`` are several times
+slower), numpy converts the nested lists in one call, and ``memchr`` scans of the raw bytes
+prove the call safe. Whatever neither fast path can prove goes through a line-by-line
+port of json_tensor.cc, which also yields the exact error message; bodies orjson rejects (``NaN``, a BOM, trailing bytes,
 invalid UTF-8, deep nesting, errors) go through a port of rapidjson's iterative reader.
 
 Deliberate differences from TF Serving, each because the exact behaviour is either
