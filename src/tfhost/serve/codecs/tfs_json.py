@@ -12,8 +12,9 @@ Python object per value); cheap scans of the raw bytes prove the result the gene
 Other bodies: orjson parses them (``np.fromstring`` and ``np.loadtxt`` are several times
 slower), numpy converts the nested lists in one call, and ``memchr`` scans of the raw bytes
 prove the call safe. Whatever neither fast path can prove goes through a line-by-line
-port of json_tensor.cc, which also yields the exact error message; bodies orjson rejects (``NaN``, a BOM, trailing bytes,
-invalid UTF-8, deep nesting, errors) go through a port of rapidjson's iterative reader.
+port of json_tensor.cc, which also yields the exact error message; bodies orjson rejects
+(``NaN``, a BOM, trailing bytes, invalid UTF-8, deep nesting, errors) go through a port of
+rapidjson's iterative reader.
 
 Deliberate differences from TF Serving, each because the exact behaviour is either
 unspecified or a defect not worth copying:
@@ -1346,9 +1347,9 @@ def _is_regular(body: bytes, instances: Any, shape: list[int], size: int) -> boo
     return body[start:end].translate(None, _NOT_STRUCTURE) == _regular_structure(tuple(shape))
 
 
-@lru_cache(maxsize=32)
 def _regular_structure(shape: tuple[int, ...]) -> bytes:
-    """The brackets and commas of a regular array of ``shape``, in order."""
+    """The brackets and commas of a regular array of ``shape``, in order (not cached: as
+    long as the body, and built at memcpy speed: 0.5 ms for 224 x 224 x 3)."""
     text = b""
     for size in reversed(shape):
         text = b"[" + b",".join([text] * size) + b"]"
