@@ -1369,10 +1369,15 @@ def test_numeric_fast_path_takes_the_common_body() -> None:
         call.inputs["x"], np.array([[1, 2.5, 0.3], [4, 5, 6]], dtype=np.float32)
     )
     assert call.inputs["x"].dtype == np.float32
-    # Ragged with the right count of values, and a level out of place: left alone.
-    assert tfs_json._numeric_instances(b'{"instances": [[1, 2, 3], [4, 5]]}', specs) is None
-    assert tfs_json._numeric_instances(b'{"instances": [[1, 2, [3]], [4, 5, 6]]}', specs) is None
-    # Every body the general path decodes is still decoded once per signature lookup.
+    # Ragged with as many values as the first row's shape wants, ragged with fewer, and a
+    # level out of place: left alone.
+    for ragged in (
+        b"[[1, 2], [3, 4, 5], [6]]",
+        b"[[1, 2, 3], [4, 5]]",
+        b"[[1, 2, [3]], [4, 5, 6]]",
+    ):
+        assert tfs_json._numeric_instances(b'{"instances": ' + ragged + b"}", specs) is None
+    # A body the fast path declines asks for the signature's inputs once, not twice.
     lookups.clear()
     with pytest.raises(InputError):
         decode_predict_request(b'{"instances": [[1, 2, 3], [4, 5]]}', specs)
