@@ -32,6 +32,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tests.serve_support import ServerProcess
 
 CONCURRENCY = 16
+GRPC_RUNNING = 2  # gRPC calls running at once on the batching server; waiting ones aside
 MAX_BATCH = 16
 FILE_MAX_BATCH = 8
 
@@ -75,7 +76,7 @@ def starts(
     parameters = root / "batching_parameters.txt"
     parameters.write_text(PARAMETERS)
     commands = {
-        "toml": [str(repo), "--enable_batching=true"],
+        "toml": [str(repo), "--enable_batching=true", f"--grpc-running-calls={GRPC_RUNNING}"],
         "file": [str(bare), "--enable_batching", f"--batching_parameters_file={parameters}"],
     }
     pool = ThreadPoolExecutor(len(commands), thread_name_prefix="server-start")
@@ -271,6 +272,30 @@ def test_requests_to_a_warm_model_still_meet_in_a_batch(
         if calls > ones:
             break
     assert calls > ones, "16 requests at once to a warm model never met in a batch"
+
+
+def test_a_grpc_batch_holds_more_calls_than_run_at_once(
+    server: ServerProcess, reference: np.ndarray
+) -> None:
+    # Two gRPC calls run at once; a call waiting in its batch gives its place to the next,
+    # or no batch would ever hold more than two.
+    send = _tfs_grpc(server)
+    batchy = {"model": "batchy", "version": "1"}
+    bound = {"le": str(float(GRPC_RUNNING))}
+    for _ in range(5):
+        before = _samples(server)
+        np.testing.assert_allclose(_together(send), reference, rtol=RTOL, atol=ATOL)
+        after = _samples(server)
+        calls, small = (
+            (_of(after, name, **batchy, **extra) or 0) - (_of(before, name, **batchy, **extra) or 0)
+            for name, extra in (
+                ("tfhost_batch_size_count", {}),
+                ("tfhost_batch_size_bucket", bound),
+            )
+        )
+        if calls > small:
+            break
+    assert calls > small, f"no batch of batchy held more than {GRPC_RUNNING} gRPC calls"
 
 
 class _Cells(html.parser.HTMLParser):

@@ -612,6 +612,14 @@ def serve(
             help="Threads gRPC calls run on (default: 4 per core, at least 16).",
         ),
     ] = None,
+    grpc_running_calls: Annotated[
+        int | None,
+        typer.Option(
+            "--grpc-running-calls",
+            help="gRPC calls running at once, not counting those waiting for their batch"
+            " (default: 2 per core).",
+        ),
+    ] = None,
     monitoring_config_file: Annotated[
         Path | None,
         typer.Option(
@@ -697,6 +705,7 @@ def serve(
         max_body=max_body,
         max_in_flight=max_in_flight,
         grpc_threads=grpc_threads,
+        grpc_running_calls=grpc_running_calls,
         monitoring_config_file=monitoring_config_file,
         max_load_retries=max_num_load_retries,
         load_retry_interval_s=load_retry_interval_micros / 1e6,

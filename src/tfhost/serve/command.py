@@ -18,7 +18,7 @@ from tfhost.fleet import (
     parse_bytes,
 )
 from tfhost.serve.settings import ServeSettings
-from tfhost.serve.workers import default_threads
+from tfhost.serve.workers import default_running, default_threads
 from tfhost.settings import HostSettings
 
 READY_LINE = "tfhost serve: ready: "
@@ -42,6 +42,7 @@ class ServeOptions:
     max_body: str = "64MiB"
     max_in_flight: int = 256
     grpc_threads: int | None = None  # None: workers.default_threads()
+    grpc_running_calls: int | None = None  # None: workers.default_running()
     monitoring_config_file: Path | None = None
     max_load_retries: int = 5
     load_retry_interval_s: float = 1.0
@@ -90,6 +91,9 @@ def serve_settings(options: ServeOptions) -> ServeSettings:
         token=options.token,
         metrics_paths=_metrics_paths(options.monitoring_config_file),
         grpc_threads=default_threads() if options.grpc_threads is None else options.grpc_threads,
+        grpc_running_calls=(
+            default_running() if options.grpc_running_calls is None else options.grpc_running_calls
+        ),
     )
 
 

@@ -8,6 +8,7 @@ inputs and count the outcome (metrics, Triton's statistics, the status page's ra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Mapping
@@ -108,7 +109,7 @@ class Plane:
         try:
             return self.fleet.acquire(name, version, label, wait=False)
         except MustWait:
-            return await workers.blocking(self.fleet.acquire, name, version, label)
+            return await workers.blocking(self.fleet.acquire, name, version, label, waits=True)
 
     async def run(
         self, ticket: Ticket, handle: AnyHandle, checked: Checked
@@ -139,7 +140,9 @@ class Plane:
                 await asyncio.sleep(0)
                 inline = self._active == 1
         if inline:
-            outputs = handle.run(checked, deadline=ticket.deadline)
+            # A batched call mostly waits for its batch: a pool thread's next call starts.
+            with workers.waiting() if batched else contextlib.nullcontext():
+                outputs = handle.run(checked, deadline=ticket.deadline)
         elif ticket.deadline is None:
             outputs = await handle.run_async(checked)
         else:

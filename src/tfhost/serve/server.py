@@ -140,7 +140,7 @@ class Server:
         guards: list[grpc.ServerInterceptor] = [MalformedInterceptor()]
         if settings.token is not None:
             guards.insert(0, BearerInterceptor(settings.token))
-        pool = workers.Pool(settings.grpc_threads)
+        pool = workers.Pool(settings.grpc_threads, settings.grpc_running_calls)
         server = grpc.server(
             pool,
             interceptors=guards,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tfhost.errors import InputError
-from tfhost.serve.workers import default_threads
+from tfhost.serve.workers import default_running, default_threads
 
 DEFAULT_REST_PORT = 8501  # TensorFlow Serving's defaults, so existing clients connect
 DEFAULT_GRPC_PORT = 8500
@@ -24,9 +24,11 @@ class ServeSettings:
     # Requests admitted at once, every protocol together; beyond, 503 / UNAVAILABLE at
     # once, so a flood costs a refusal each rather than memory.
     max_in_flight: int = 256
-    # gRPC calls run at once (--grpc_max_threads); a batched model's batch gathers at
-    # most this many gRPC requests.
+    # Threads gRPC calls run on (--grpc_max_threads); a batched model's batch gathers at
+    # most this many gRPC requests. Of them, at most grpc_running_calls run at once (a
+    # call waiting for its batch's answer does not count): more contend for the GIL.
     grpc_threads: int = field(default_factory=default_threads)
+    grpc_running_calls: int = field(default_factory=default_running)
     token: str | None = None  # a bearer token every endpoint but health asks for
     # A request alone on the server runs on the event loop when its model's calls
     # usually take less than this (a thread hop costs more than it saves when nothing
@@ -50,8 +52,9 @@ class ServeSettings:
             raise InputError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
         if self.max_in_flight <= 0:
             raise InputError(f"max_in_flight must be positive, got {self.max_in_flight}")
-        if self.grpc_threads <= 0:
-            raise InputError(f"grpc_threads must be positive, got {self.grpc_threads}")
+        for name in ("grpc_threads", "grpc_running_calls"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
             raise InputError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
         if self.token is not None and not self.token:
