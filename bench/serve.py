@@ -1,7 +1,7 @@
 """Throughput and p50/p99 of ``tfhost serve`` against the floor, measured in one run.
 
     python bench/serve.py [--only mlp|wide] [--routes v2-rest,tfs-rest,tfs-grpc,v2-grpc]
-                          [--concurrency 1,16] [--seconds 2] [--rounds 5] [--quick]
+                          [--concurrency 1,16] [--seconds 2] [--rounds 8] [--quick]
                           [--self-check | --ceiling] [--batching [--max-batch-size 128]
                           [--batch-timeout-micros 0] [--num-batch-threads 1]]
 
@@ -18,10 +18,13 @@ grpc.aio client process (N tasks looping over one pre-built request) for gRPC. T
 baseline is the floor (``bench/serve_floor.py``): Starlette on uvicorn calling the same
 SavedModel inline for REST, a bare grpcio servicer for gRPC. Both servers run for the whole
 bench; each point is ``--rounds`` rounds of one floor slice and one tfhost slice (the order
-alternating) so drift in the machine hits both alike. Printed per point: the median
-requests/s of each, the ratio tfhost / floor (median of the rounds' ratios) and the median
-p50/p99 of each, and the lowest and highest ratio of the rounds (how much the machine moved
-under the point). Goal: ratio >= 1.0 at every point. ``--self-check`` puts a second floor
+alternating) so drift in the machine hits both alike; 8 by default (6 with ``--batching``),
+a whole number of order cycles. A point where the two servers make the same TensorFlow call
+and little else (``wide`` at one client) sits within a few percent of 1.0, and 5 rounds'
+median moved by as much from run to run here (0.99 in one run, 1.02-1.03 over 15 rounds).
+Printed per point: the median requests/s of each, the ratio tfhost / floor (median of the
+rounds' ratios) and the median p50/p99 of each, and the lowest and highest ratio of the
+rounds (how much the machine moved under the point). Goal: ratio >= 1.0 at every point. ``--self-check`` puts a second floor
 where tfhost serve would be: every ratio should come out near 1.0.
 
 ``--batching`` (issue "dynamic batching") adds a third server, ``batched``: tfhost serve
@@ -980,7 +983,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,16", help="comma-separated client counts")
     # Whole seconds: wrk's -d takes no fractions.
     parser.add_argument("--seconds", type=int, help="each slice, whole seconds (default 2)")
-    parser.add_argument("--rounds", type=int, help="slices of each server per point (default 5)")
+    parser.add_argument(
+        "--rounds", type=int, help="slices of each server per point (default 8; 6 with --batching)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -1041,7 +1046,7 @@ def parse_args() -> argparse.Namespace:
     if args.seconds is None:
         args.seconds = quick_seconds if args.quick else 2
     if args.rounds is None:
-        args.rounds = 1 if args.quick else 5
+        args.rounds = 1 if args.quick else 6 if args.batching else 8
     args.route_list = [r.strip() for r in args.routes.split(",") if r.strip()]
     unknown = sorted(set(args.route_list) - set(ROUTES))
     if unknown:
