@@ -46,8 +46,9 @@ def default_threads() -> int:
 def default_running() -> int:
     """gRPC calls running at once, not counting those ``waiting()``: 2 per core. Measured
     here (2 cores, 16 clients, 1-row MLP, against a bare grpcio servicer on 16 threads):
-    4 running answered 1.65-1.83x the servicer's calls/s, 2 running 1.26-1.32x, 8 running
-    1.00x; the wide model was served as fast as the servicer with 4 and 8, 0.9x with 2."""
+    4 running answered 1.2-1.8x the servicer's calls/s (over four runs), 2 running 1.3x,
+    8 running 1.0x; the wide model was served as fast as the servicer with 4 and 8, 0.9x
+    with 2."""
     return 2 * (os.cpu_count() or 1)
 
 
