@@ -9,7 +9,9 @@ from concurrent.futures import CancelledError
 
 import pytest
 
+from tfhost.errors import InputError
 from tfhost.serve import workers
+from tfhost.serve.command import ServeOptions, serve_settings
 
 WAIT_S = 10.0  # what a call waits for what must happen; reached only when it does not
 
@@ -198,3 +200,11 @@ def test_workers_run_is_refused_off_the_pool() -> None:
 
     with pytest.raises(RuntimeError, match=r"threads of a workers\.Pool"):
         workers.run(nothing())
+
+
+def test_serve_takes_the_running_limit_and_refuses_a_bad_one() -> None:
+    assert serve_settings(ServeOptions(None)).grpc_running_calls == workers.default_running()
+    assert serve_settings(ServeOptions(None, grpc_running_calls=3)).grpc_running_calls == 3
+    for bad in (0, -1):
+        with pytest.raises(InputError, match=f"grpc_running_calls must be positive, got {bad}"):
+            serve_settings(ServeOptions(None, grpc_running_calls=bad))

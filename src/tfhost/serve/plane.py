@@ -139,8 +139,8 @@ class Plane:
         else:
             inline = quick and self._active == 1
             if inline and (batched or took_s > _LOOK_AROUND_OVER_S):
-                # Alone as far as the plane knows, but requests may be waiting unread: run
-                # here, this call would keep them unread until it is done, and the next
+                # Alone as far as the plane knows, but requests may be waiting unread: were it
+                # run here, this call would keep them unread until done, and the next
                 # would find itself alone again (16 clients of the wide model were served
                 # one at a time, 140 requests/s against 181 on the serving threads). Two
                 # turns of the loop: one reads the sockets, one takes their requests to
