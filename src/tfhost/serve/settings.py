@@ -48,11 +48,7 @@ class ServeSettings:
                 raise InputError(f"{name} must be a port number (0-65535), got {port}")
         if self.rest_port is None and self.grpc_port is None:
             raise InputError("serve needs a REST port, a gRPC port, or both")
-        if self.max_body_bytes <= 0:
-            raise InputError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
-        if self.max_in_flight <= 0:
-            raise InputError(f"max_in_flight must be positive, got {self.max_in_flight}")
-        for name in ("grpc_threads", "grpc_running_calls"):
+        for name in ("max_body_bytes", "max_in_flight", "grpc_threads", "grpc_running_calls"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:

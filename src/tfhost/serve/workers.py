@@ -65,7 +65,7 @@ class Pool(Executor):
 
     def __init__(self, threads: int, running: int | None = None) -> None:
         self._max_threads = threads
-        self._max_running = min(threads, running or default_running())
+        self._max_running = min(threads, default_running() if running is None else running)
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._calls: deque[_Call] = deque()
