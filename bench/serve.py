@@ -24,8 +24,9 @@ and little else (``wide`` at one client) sits within a few percent of 1.0, and 5
 median moved by as much from run to run here (0.99 in one run, 1.02-1.03 over 15 rounds).
 Printed per point: the median requests/s of each, the ratio tfhost / floor (median of the
 rounds' ratios) and the median p50/p99 of each, and the lowest and highest ratio of the
-rounds (how much the machine moved under the point). Goal: ratio >= 1.0 at every point. ``--self-check`` puts a second floor
-where tfhost serve would be: every ratio should come out near 1.0.
+rounds (how much the machine moved under the point). Goal: ratio >= 1.0 at every point.
+``--self-check`` puts a second floor where tfhost serve would be: every ratio should come
+out near 1.0.
 
 ``--batching`` (issue "dynamic batching") adds a third server, ``batched``: tfhost serve
 on the same model files with a tfhost.toml of its own, ``[host] batching = {...}``. Every
