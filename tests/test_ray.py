@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,33 @@ def test_rank_prefers_holders_then_free_bytes_not_model_counts() -> None:
         (("twin",), ("fresh",)),
     }
     assert len(rank([full, roomy, fresh], "")) == 1 and len(rank([full, roomy], "")[0]) == 2
+
+
+def test_a_model_no_replica_reports_goes_where_the_router_sent_it() -> None:
+    """Until Ray hears that a replica holds it, a model goes back where it was sent, even
+    when that replica's next report shows less room than the other's."""
+    from tfhost.ray.router import Placements, rank
+
+    loading = FakeReplica("loading", routing_stats={"free_bytes": 100})  # counts the load
+    other = FakeReplica("other", routing_stats={"free_bytes": 900})
+    names = lambda ranks: [[r.name for r in group] for group in ranks]  # noqa: E731
+    assert names(rank([other, loading], "m")) == [["other"], ["loading"]]
+    assert names(rank([other, loading], "m", placed="loading")) == [["loading"], ["other"]]
+    assert names(rank([other, loading], "m", placed="gone")) == [["other"], ["loading"]]
+    other.multiplexed_model_ids.add("m")  # a holder beats where it was sent
+    assert names(rank([other, loading], "m", placed="loading")) == [["other"], ["loading"]]
+
+    placements = Placements(hold_s=0.4)
+    assert placements.where("m") is None
+    placements.sent("m", "loading")
+    time.sleep(0.25)
+    placements.sent("m", "loading")  # again: it keeps the first send's time
+    assert placements.where("m") == "loading" and placements.where("n") is None
+    time.sleep(0.25)
+    assert placements.where("m") is None  # too long unreported: the load failed, say
+    placements.sent("m", "other")
+    placements.forget("m")
+    assert placements.where("m") is None
 
 
 def test_the_serve_run_config_and_the_builder(tmp_path: Path) -> None:

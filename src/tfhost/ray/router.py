@@ -9,9 +9,15 @@ replica's fleet has free under its memory budget, as each replica reports them
 of one rank Ray picks the one with the shortest queue, and moves on to the next rank when
 all of a rank's queues are full, so a model that is busy on its replica spreads to a
 second one. A replica that holds no copy is a rank of its own, equals in an order drawn
-from the model's name and the replica's id: Ray hears that a replica holds a model only
-after its first request, and until then the requests behind it must go to the same
-replica, not load a second copy elsewhere.
+from the model's name and the replica's id.
+
+Ray hears that a replica holds a model only some time after its first request (the
+replica pushes its list to the controller, which tells the routers), and until then the
+requests behind it must go to the same replica, not load a second copy elsewhere. Free
+bytes cannot decide that: the replica's next report, counting the model it is loading,
+may rank it below the other. So the router remembers where it sent each model no replica
+holds, and sends it there first until a replica reports it (or ``PLACEMENT_S`` passes: the
+load failed, or the replica went).
 
 ``rank`` is the policy, a pure function; ``BudgetRouter`` plugs it into Ray Serve
 (``RequestRouterConfig(request_router_class=BudgetRouter)``).
@@ -22,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import time
 from collections.abc import Mapping, Sequence, Set
 from typing import Any, Protocol, TypeVar
 
@@ -34,6 +41,9 @@ from ray.serve.request_router import (
 )
 
 FREE_BYTES = "free_bytes"  # the routing stat each replica reports
+# How long a router goes on sending a model to where it sent it while no replica reports
+# holding it: Ray hears of a replica's models within a second or so.
+PLACEMENT_S = 10.0
 
 
 class Candidate(Protocol):
@@ -59,11 +69,14 @@ def room(stats: Mapping[str, Any]) -> float:
     return float(free) if isinstance(free, int | float) else math.inf
 
 
-def rank(replicas: Sequence[C], model: str, *, sample: int = 2) -> list[list[C]]:
+def rank(
+    replicas: Sequence[C], model: str, *, placed: Any = None, sample: int = 2
+) -> list[list[C]]:
     """Replicas in the order to try them for a request for ``model``.
 
-    First those that hold ``model``, as one rank; then the others, one rank each, from
-    the most free bytes to the least (equal room: fewer models first, then the order
+    First those that hold ``model``, as one rank; if none does, the replica whose id is
+    ``placed`` (where this router sent the model last); then the others, one rank each,
+    from the most free bytes to the least (equal room: fewer models first, then the order
     ``_draw`` gives). A request that names no model gets ``sample`` replicas drawn at
     random, as one rank (the power of two choices).
     """
@@ -74,7 +87,10 @@ def rank(replicas: Sequence[C], model: str, *, sample: int = 2) -> list[list[C]]
         (r for r in replicas if model not in r.multiplexed_model_ids),
         key=lambda r: (-room(r.routing_stats), len(r.multiplexed_model_ids), _draw(model, r)),
     )
-    return ([holding] if holding else []) + [[r] for r in others]
+    if holding:
+        return [holding] + [[r] for r in others]
+    others.sort(key=lambda r: r.replica_id != placed)  # stable: the rest keep their order
+    return [[r] for r in others]
 
 
 def _draw(model: str, replica: Candidate) -> bytes:
@@ -83,8 +99,39 @@ def _draw(model: str, replica: Candidate) -> bytes:
     return hashlib.blake2b(f"{model}\0{replica_id}".encode(), digest_size=8).digest()
 
 
+class Placements:
+    """Where a router sent each model that no replica reported holding, and when."""
+
+    def __init__(self, hold_s: float = PLACEMENT_S) -> None:
+        self._hold_s = hold_s
+        self._sent: dict[str, tuple[Any, float]] = {}
+
+    def where(self, model: str) -> Any:
+        """The replica id ``model`` was sent to under ``hold_s`` ago, else None."""
+        sent = self._sent.get(model)
+        if sent is None:
+            return None
+        if time.monotonic() - sent[1] > self._hold_s:
+            del self._sent[model]
+            return None
+        return sent[0]
+
+    def sent(self, model: str, replica_id: Any) -> None:
+        """``model`` went to ``replica_id``: remembered, unless it was there already."""
+        if self.where(model) != replica_id:
+            self._sent[model] = (replica_id, time.monotonic())
+
+    def forget(self, model: str) -> None:
+        """A replica reports ``model``: Ray's list decides from now on."""
+        self._sent.pop(model, None)
+
+
 class BudgetRouter(FIFOMixin, MultiplexMixin, RequestRouter):
     """Ray Serve's request router for tfhost's replicas: ``rank`` on what they report."""
+
+    def initialize_state(self, **kwargs: Any) -> None:
+        """Ray's hook for a custom router's state, called once it is made."""
+        self._placements = Placements()
 
     async def choose_replicas(
         self,
@@ -96,4 +143,21 @@ class BudgetRouter(FIFOMixin, MultiplexMixin, RequestRouter):
             model = pending_request.metadata.multiplexed_model_id or ""
             # Every rank full: wait a little before trying again, as Ray's routers do.
             pending_request.routing_context.should_backoff = True
-        return rank(candidate_replicas, model)
+        if not model:
+            return rank(candidate_replicas, model)
+        if any(model in r.multiplexed_model_ids for r in candidate_replicas):
+            self._placements.forget(model)
+            return rank(candidate_replicas, model)
+        ranks = rank(candidate_replicas, model, placed=self._placements.where(model))
+        if ranks:  # Ray sends it to the first rank unless that replica's queue is full
+            self._placements.sent(model, ranks[0][0].replica_id)
+        return ranks
+
+    def on_request_routed(
+        self, pending_request: PendingRequest, replica_id: Any, result: Any
+    ) -> None:
+        """Where Ray did send it, when the first rank's queue was full (Ray calls this
+        where replicas may refuse a request)."""
+        model = pending_request.metadata.multiplexed_model_id
+        if model and self._placements.where(model) is not None:
+            self._placements.sent(model, replica_id)
