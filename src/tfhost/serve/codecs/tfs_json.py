@@ -54,6 +54,7 @@ import orjson
 import simdjson
 
 from tfhost.errors import InputError, TfhostError
+from tfhost.serve.codecs import simd
 from tfhost.specs import DEFAULT_SIGNATURE, TensorSpec
 
 if TYPE_CHECKING:
@@ -1288,7 +1289,7 @@ def _numeric_instances(
     if (body[:1] != b"{" and body.lstrip()[:1] != b"{") or b"\\" in body:
         return None
     try:
-        doc = simdjson.Parser().parse(body)
+        doc = simd.parse(body)
     except Exception:  # whichever way simdjson refuses it, the general path explains
         return None
     if type(doc) is not simdjson.Object:
