@@ -294,13 +294,28 @@ def test_v2_statistics_count_requests(triton: triton_http.InferenceServerClient)
     assert after["inference_count"] == before["inference_count"] + 2  # two rows
 
 
-def test_v2_repository_unload_and_load(triton: triton_http.InferenceServerClient) -> None:
+def test_v2_repository_unload_and_load(
+    triton: triton_http.InferenceServerClient, rest: httpx.Client, channel: grpc.Channel
+) -> None:
     index = {(e["name"], e.get("version")): e["state"] for e in triton.get_model_repository_index()}
     assert index[("half_plus_three", "123")] == "READY"
     triton.unload_model("half_plus_three")
     assert not triton.is_model_ready("half_plus_three")
     index = {e["name"]: e for e in triton.get_model_repository_index()}
     assert index["half_plus_three"]["state"] == "UNAVAILABLE"
+    # Requests for it are refused at once, not held for a load nothing will start.
+    body = {"instances": [1.0]}
+    answer = rest.post("/v1/models/half_plus_three:predict", json=body, timeout=10)
+    assert answer.status_code == 404 and "half_plus_three" in answer.json()["error"]
+    infer = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+    answer = rest.post("/v2/models/half_plus_three/infer", json=infer, timeout=10)
+    assert answer.status_code == 404 and "half_plus_three" in answer.json()["error"]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_three"
+    request.inputs["x"].CopyFrom(_tensor(np.array([1.0])))
+    with pytest.raises(grpc.RpcError) as refused:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
     triton.load_model("half_plus_three")
     assert triton.is_model_ready("half_plus_three")
     with pytest.raises(InferenceServerException):

@@ -719,9 +719,13 @@ class Fleet:
         return True
 
     def _wanted(self, name: str, version: int | None) -> bool:
+        """Whether the fleet would load ``version`` (None: some version) of ``name``: not
+        for a model unloaded on request or with no version on disk, which nothing loads."""
         with self._lock:
             want = self._wants.get(name)
-        return want is not None and (version is None or version in want.versions)
+        if want is None:
+            return False
+        return bool(want.versions) if version is None else version in want.versions
 
     def _loading_now(self, name: str, version: int | None) -> bool:
         with self._lock:
