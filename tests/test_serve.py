@@ -292,6 +292,15 @@ def test_v2_statistics_count_requests(triton: triton_http.InferenceServerClient)
     success = after["inference_stats"]["success"]["count"]
     assert success == before["inference_stats"]["success"]["count"] + 1
     assert after["inference_count"] == before["inference_count"] + 2  # two rows
+    # Asking for an output the model lacks is refused before it runs: nothing counted.
+    with pytest.raises(InferenceServerException, match="has no output 'zzz'"):
+        triton.infer("toolbox", [x], outputs=[triton_http.InferRequestedOutput("zzz")])
+    refused = triton.get_inference_statistics("toolbox")["model_stats"][0]
+    assert refused["inference_count"] == after["inference_count"]
+    assert refused["execution_count"] == after["execution_count"]
+    assert (
+        refused["inference_stats"]["fail"]["count"] == after["inference_stats"]["fail"]["count"] + 1
+    )
 
 
 def test_v2_repository_unload_and_load(
