@@ -237,3 +237,10 @@ def test_predict_feeds_several_inputs_from_names_or_one_npz(tmp_path: Path) -> N
         result = invoke("predict", str(model), *args)
         assert result.exit_code == 2, (items, result.output)
         assert message in " ".join(result.output.split()), (items, result.output)
+
+
+def test_help_keeps_the_brackets_of_extras() -> None:
+    """rich reads [word] as markup; the help of ``serve --ray`` must still name tfhost[ray]."""
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "pip install 'tfhost[ray]'" in result.output

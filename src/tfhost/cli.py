@@ -29,8 +29,8 @@ def _root() -> None:
 
 _VERBOSE_HELP = (
     "Show TensorFlow's own log (oneDNN, CUDA, absl start-up lines, deprecation notices) "
-    "and tfhost's INFO lines. Without it they are hidden, unless TF_CPP_MIN_LOG_LEVEL is "
-    "set, which then chooses TensorFlow's level."
+    "and tfhost's INFO lines (serve always logs its own). Without it they are hidden, "
+    "unless TF_CPP_MIN_LOG_LEVEL is set, which then chooses TensorFlow's level."
 )
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)]
 
@@ -656,7 +656,8 @@ def serve(
         bool,
         typer.Option(
             "--ray",
-            help="Serve on Ray Serve (pip install 'tfhost[ray]'): the cluster RAY_ADDRESS "
+            # "\\[": rich would take [ray] for markup and print nothing.
+            help="Serve on Ray Serve (pip install 'tfhost\\[ray]'): the cluster RAY_ADDRESS "
             "names, else a local one started and stopped here; REST only, through Ray "
             "Serve's proxy on --host:--rest-port. See docs/scale-out.md.",
         ),
