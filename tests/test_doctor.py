@@ -27,6 +27,7 @@ from tfhost.diagnosis import (
     Way,
     compare,
     doctor,
+    expand_repositories,
     model_names,
 )
 from tfhost.diagnosis.inputs import make_inputs, small_shape, user_inputs
@@ -111,6 +112,24 @@ def test_model_names_are_short_unique_and_host_valid(tmp_path: Path) -> None:
     assert model_names([tmp_path / "x" / "tf1", tmp_path / "y" / "m.h5"]) == ["tf1", "m"]
     same = tmp_path / "c" / "model.keras"
     assert len(set(model_names([same, same]))) == 2
+
+
+def test_a_model_repository_stands_for_its_models(artifacts: ArtifactMap, tmp_path: Path) -> None:
+    """What ``tfhost serve`` takes: each model in it, by folder name, versions resolved by
+    doctor as for any versioned folder; a model's own folders stay one model."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(artifacts[Format.TF2_SAVED_MODEL, 1.0], repo / "ranker" / "1")
+    shutil.copytree(artifacts[Format.TF2_SAVED_MODEL, 2.0], repo / "ranker" / "2")
+    shutil.copy(artifacts[Format.KERAS, 1.0], repo / "scorer.keras")
+    single = artifacts[Format.TF1_SAVED_MODEL, 1.0]
+    expanded = expand_repositories([repo, single, repo / "ranker"])
+    assert expanded == [repo / "ranker", repo / "scorer.keras", single, repo / "ranker"]
+    assert model_names(expanded[:3]) == ["ranker", "scorer", single.name]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert expand_repositories([empty]) == [empty]  # no models: doctor says what it is
 
 
 def test_doctor_refuses_a_missing_path(tmp_path: Path) -> None:

@@ -144,7 +144,12 @@ def _custom_objects(specs: list[str]) -> dict[str, object]:
 
 @app.command()
 def doctor(
-    paths: Annotated[list[Path], typer.Argument(help="Model artifacts to diagnose together.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Model artifacts to diagnose together; a model repository stands for its models."
+        ),
+    ],
     inputs: Annotated[
         Path | None,
         typer.Option(help="Inputs as .npz: a key per input name, or MODEL/INPUT for one model."),

@@ -6,7 +6,13 @@ tfhost ``Host``, and explains every difference. Importing this package does not 
 TensorFlow; only the child processes do.
 """
 
-from tfhost.diagnosis.core import DEFAULT_TIMEOUT_S, compare, doctor, model_names
+from tfhost.diagnosis.core import (
+    DEFAULT_TIMEOUT_S,
+    compare,
+    doctor,
+    expand_repositories,
+    model_names,
+)
 from tfhost.diagnosis.verdicts import (
     DIAGNOSIS_SCHEMA,
     Cause,
@@ -32,5 +38,6 @@ __all__ = [
     "Way",
     "compare",
     "doctor",
+    "expand_repositories",
     "model_names",
 ]

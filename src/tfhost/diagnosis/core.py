@@ -69,6 +69,30 @@ Progress = Callable[[str, int, int], None]  # (phase description, done, total)
 # -- names and options ------------------------------------------------------------------
 
 
+def expand_repositories(paths: Sequence[Path]) -> list[Path]:
+    """Each path that is a model repository (a folder ``tfhost serve`` takes, not a model
+    itself) stands for its models, as its config or its folders name them."""
+    from tfhost.errors import FormatError
+    from tfhost.fleet.config import ConfigError, read_config
+    from tfhost.formats.detect import detect, versions_in
+
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir() and not versions_in(path):  # a model's versions are not models
+            try:
+                detect(path)
+            except FormatError:
+                try:
+                    models = read_config(path).models
+                except ConfigError:
+                    models = {}
+                if models:
+                    out.extend(models[name].path for name in sorted(models))
+                    continue
+        out.append(path)
+    return out
+
+
 def model_names(paths: Sequence[Path]) -> list[str]:
     """Short, unique, Host-valid names: the artifact's name, else its folder's, else both."""
 
@@ -232,6 +256,7 @@ def doctor(
     for path in resolved:
         if not path.exists():
             raise NotFound(f"no artifact at {path}")
+    resolved = expand_repositories(resolved)
     user_inputs = None if inputs is None else str(Path(inputs).resolve())
     if user_inputs is not None and not Path(user_inputs).is_file():
         raise InputError(f"--inputs: no file at {inputs}")
@@ -555,7 +580,7 @@ def _notes(verdicts: Sequence[Verdict], results: Sequence[StepResult]) -> list[s
     if any(not v.counts for v in verdicts):
         notes.append(
             "Way (iii) is the popular fix, not a way of loading together: its 'out of scope' "
-            "error happens to every SavedModel, alone or not, so that error is reported but "
+            "error happens to every SavedModel with variables, alone or not, so it is reported but "
             "does not change the exit status."
         )
     for result in results:

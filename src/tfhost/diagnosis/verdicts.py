@@ -99,7 +99,8 @@ class Verdict:
     """One model loaded one way.
 
     ``counts`` says whether this verdict takes part in the exit status: the recipe's
-    "out of scope" error does not, because it happens to every SavedModel, alone or not.
+    "out of scope" error does not, because it happens to every SavedModel with variables,
+    alone or not.
     ``same_as`` names the model whose alone answer a wrong answer equals.
     """
 
