@@ -215,6 +215,24 @@ def test_the_budget_evicts_the_least_recently_used_idle_model(
         assert scale_of(fleet.predict("b", {"x": SAMPLE_X})) == 1.0
 
 
+def test_keras_files_in_version_folders_are_versions(
+    tmp_path: Path, artifacts: ArtifactMap
+) -> None:
+    """``NAME/1/model.keras``, ``NAME/2/model.h5``: a Keras model with versions, each
+    version folder holding its one file."""
+    repo = tmp_path / "repo"
+    for version, (fmt, scale) in {"1": (Format.KERAS, 1.0), "2": (Format.KERAS_H5, 2.0)}.items():
+        folder = repo / "kver" / version
+        folder.mkdir(parents=True)
+        shutil.copy(artifacts[fmt, scale], folder / f"model{artifacts[fmt, scale].suffix}")
+    (repo / "tfhost.toml").write_text('[models.kver]\nversion_policy = "all"\n')
+    with Fleet(repo, settings=FAST).start(timeout=120) as fleet:
+        assert versions(fleet, "kver") == [1, 2]
+        for version, scale in ((1, 1.0), (2, 2.0)):
+            answer = fleet.predict("kver", {"x": SAMPLE_X}, version=version)
+            assert scale_of(answer) == pytest.approx(scale)
+
+
 def test_nothing_to_evict_is_resource_exhausted(tmp_path: Path, artifacts: ArtifactMap) -> None:
     repo = tmp_path / "repo"
     for name in ("a", "b"):

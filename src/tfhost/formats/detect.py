@@ -15,7 +15,8 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _EXPECTED = (
     "a SavedModel directory (saved_model.pb), a Keras .keras or .h5 file, a frozen GraphDef "
-    ".pb file, or a directory of numeric version folders holding one of these"
+    ".pb file, a folder holding one .keras or .h5 file, or a directory of numeric version "
+    "folders holding one of these"
 )
 
 
@@ -63,7 +64,20 @@ def detect(path: str | Path, version: int | None = None) -> Artifact:
         raise NotFound(f"no artifact at {path}")
     versions = () if _is_saved_model_dir(path) else versions_in(path)
     chosen, inner = resolve_version(path, version)
+    inner = _keras_file_in(inner)
     return Artifact(inner, _detect_one(inner), chosen, versions)
+
+
+_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def _keras_file_in(path: Path) -> Path:
+    """The one Keras file of a folder that holds no SavedModel (a version folder of a
+    Keras model: ``NAME/1/model.keras``), else ``path`` itself."""
+    if not path.is_dir() or _is_saved_model_dir(path):
+        return path
+    files = [p for p in path.iterdir() if p.suffix in _KERAS_SUFFIXES and p.is_file()]
+    return files[0] if len(files) == 1 else path
 
 
 def _is_saved_model_dir(path: Path) -> bool:
