@@ -260,6 +260,7 @@ def test_start_shows_each_model_live(repo: Path) -> None:
     shown = out.getvalue()
     for expected in ("model", "state", "memory MiB", "m", "k", "available"):
         assert expected in shown
+    assert shown.endswith("┘\n")  # a log line after it starts on a line of its own
 
 
 def test_a_label_moves_only_once_its_version_is_available(repo: Path) -> None:

@@ -58,3 +58,7 @@ def live(snapshot: Callable[[], Sequence[ModelInfo]], console: Console) -> Itera
             done.set()
             thread.join()
             view.update(table(snapshot()))
+    if not console.is_terminal:
+        # Off a terminal Live writes its last view without the line's end: the next log
+        # line would start on the table's bottom border.
+        console.line()
