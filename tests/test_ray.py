@@ -135,6 +135,12 @@ def test_a_model_no_replica_reports_goes_where_the_router_sent_it() -> None:
     placements.sent("m", "other")
     placements.forget("m")
     assert placements.where("m") is None
+    # Made-up names (any request path names one) do not pile up past their time.
+    for n in range(3000):
+        placements.sent(f"made-up-{n}", "other")
+        if n == 1500:
+            time.sleep(0.45)
+    assert 1024 <= len(placements._sent) < 1600
 
 
 def test_the_serve_run_config_and_the_builder(tmp_path: Path) -> None:

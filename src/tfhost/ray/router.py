@@ -44,6 +44,7 @@ FREE_BYTES = "free_bytes"  # the routing stat each replica reports
 # How long a router goes on sending a model to where it sent it while no replica reports
 # holding it: Ray hears of a replica's models within a second or so.
 PLACEMENT_S = 10.0
+_PRUNE_OVER = 1024
 
 
 class Candidate(Protocol):
@@ -105,6 +106,7 @@ class Placements:
     def __init__(self, hold_s: float = PLACEMENT_S) -> None:
         self._hold_s = hold_s
         self._sent: dict[str, tuple[Any, float]] = {}
+        self._pruned = -math.inf
 
     def where(self, model: str) -> Any:
         """The replica id ``model`` was sent to under ``hold_s`` ago, else None."""
@@ -119,7 +121,13 @@ class Placements:
     def sent(self, model: str, replica_id: Any) -> None:
         """``model`` went to ``replica_id``: remembered, unless it was there already."""
         if self.where(model) != replica_id:
-            self._sent[model] = (replica_id, time.monotonic())
+            now = time.monotonic()
+            # Names nothing serves come and go (any request path names one): past a
+            # thousand, the expired go, at most once per hold_s.
+            if len(self._sent) >= _PRUNE_OVER and now - self._pruned > self._hold_s:
+                self._sent = {m: s for m, s in self._sent.items() if now - s[1] <= self._hold_s}
+                self._pruned = now
+            self._sent[model] = (replica_id, now)
 
     def forget(self, model: str) -> None:
         """A replica reports ``model``: Ray's list decides from now on."""
