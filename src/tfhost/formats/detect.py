@@ -72,12 +72,15 @@ _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def _keras_file_in(path: Path) -> Path:
-    """The one Keras file of a folder that holds no SavedModel (a version folder of a
-    Keras model: ``NAME/1/model.keras``), else ``path`` itself."""
+    """The Keras file a folder holds and nothing else (a version folder of a Keras model:
+    ``NAME/1/model.keras``; hidden files aside), else ``path`` itself. A folder holding
+    more, such as a repository of one Keras file and other models, is not that file."""
     if not path.is_dir() or _is_saved_model_dir(path):
         return path
-    files = [p for p in path.iterdir() if p.suffix in _KERAS_SUFFIXES and p.is_file()]
-    return files[0] if len(files) == 1 else path
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and entries[0].suffix in _KERAS_SUFFIXES and entries[0].is_file():
+        return entries[0]
+    return path
 
 
 def _is_saved_model_dir(path: Path) -> bool:
