@@ -99,6 +99,7 @@ REFUSED = {  # bodies it leaves to orjson, which decodes them (or says why not)
     ),
     "a row holding a hidden array": _body(_entry([[[NESTED[0][0]], *NESTED[0][1:]], *NESTED[1:]])),
     "too few values": _body(_entry(FLAT[:-1])),
+    "no values": _body(_entry([]) | {"pad": FLAT}),
     "a boolean": _body(_entry([True, *FLAT[1:]])),
     "a null": _body(_entry([None, *FLAT[1:]])),
     "a string": _body(_entry(["1.0", *FLAT[1:]])),

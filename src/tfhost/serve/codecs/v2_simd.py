@@ -112,7 +112,7 @@ def _doubles(data: Any, entry: dict[str, Any], float_types: frozenset[str]) -> D
     if not all(type(d) is int and d >= 0 for d in shape):
         return None
     count = math.prod(shape)
-    if not count:
+    if not count or not len(data):
         return None
     if type(data[0]) is not simdjson.Array:  # flat: the normal path asks no more
         if len(data) != count:
