@@ -153,12 +153,14 @@ class BudgetRouter(FIFOMixin, MultiplexMixin, RequestRouter):
             pending_request.routing_context.should_backoff = True
         if not model:
             return rank(candidate_replicas, model)
-        if any(model in r.multiplexed_model_ids for r in candidate_replicas):
-            self._placements.forget(model)
-            return rank(candidate_replicas, model)
         ranks = rank(candidate_replicas, model, placed=self._placements.where(model))
-        if ranks:  # Ray sends it to the first rank unless that replica's queue is full
-            self._placements.sent(model, ranks[0][0].replica_id)
+        if not ranks:
+            return ranks
+        first = ranks[0][0]
+        if model in first.multiplexed_model_ids:  # a holder: Ray's list decides now
+            self._placements.forget(model)
+        else:  # Ray sends it to the first rank unless that replica's queue is full
+            self._placements.sent(model, first.replica_id)
         return ranks
 
     def on_request_routed(

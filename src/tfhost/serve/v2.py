@@ -116,21 +116,19 @@ async def infer(
                 raise InputError(f"parameter {SIGNATURE_PARAMETER!r} must be a string")
             checked = handle.check(call.inputs, signature)
             # Refused before the model runs (and counts an inference) for nothing.
-            _check_outputs(name, call.outputs, handle.signatures[checked.signature].outputs)
+            declared = handle.signatures[checked.signature].outputs
+            missing = [o for o in call.outputs if o not in declared]
+            if missing:
+                raise InputError(
+                    f"model {name!r} has no output {missing[0]!r}; it has {sorted(declared)}"
+                )
             outputs = await plane.run(ticket, handle, checked)
             if call.outputs:
-                _check_outputs(name, call.outputs, outputs)
                 outputs = {o: outputs[o] for o in call.outputs}
             number = identity(handle)[1]
             return "" if number is None else str(number), outputs
         finally:
             handle.release()
-
-
-def _check_outputs(name: str, asked: tuple[str, ...], outputs: Mapping[str, object]) -> None:
-    missing = [o for o in asked if o not in outputs]
-    if missing:
-        raise InputError(f"model {name!r} has no output {missing[0]!r}; it has {sorted(outputs)}")
 
 
 def statistics(plane: Plane, name: str | None, version: int | None) -> list[codec.Statistics]:
