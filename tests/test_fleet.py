@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfhost import Format, InputError, NotFound, ResourceExhausted, State, TfhostError
+from tfhost import (
+    Format,
+    HostSettings,
+    InputError,
+    Isolation,
+    NotFound,
+    ResourceExhausted,
+    State,
+    TfhostError,
+)
 from tfhost.examples import SAMPLE_X, expected_y
 from tfhost.fleet import Fleet, FleetSettings
 
@@ -213,6 +222,29 @@ def test_the_budget_evicts_the_least_recently_used_idle_model(
         assert sum(m.memory_bytes or 0 for m in fleet.models()) <= used + (128 << 20)
         # Evicted is not gone: a request brings it back (evicting the LRU again).
         assert scale_of(fleet.predict("b", {"x": SAMPLE_X})) == 1.0
+
+
+def test_models_that_do_not_say_take_the_hosts_default_isolation(
+    tmp_path: Path, artifacts: ArtifactMap
+) -> None:
+    """``tfhost serve --isolation process`` (the host's default) puts every model whose
+    config does not say in a worker; one whose config says ``inline`` stays inline."""
+    repo = tmp_path / "repo"
+    for name in ("a", "b"):
+        (repo / name).mkdir(parents=True)
+        place(artifacts, repo, name, "1", 1.0)
+    (repo / "tfhost.toml").write_text('[models.b]\nisolation = "inline"\n')
+    host_settings = HostSettings(default_isolation="process")
+    with Fleet(repo, settings=FAST, host_settings=host_settings).start(timeout=120) as fleet:
+        isolation = {m.name: m.isolation for m in fleet.host.models()}
+        assert isolation == {"a": Isolation.PROCESS, "b": Isolation.INLINE}
+        assert len(workers()) == 1
+        assert scale_of(fleet.predict("a", {"x": SAMPLE_X})) == 1.0
+
+
+def test_an_unknown_default_isolation_is_refused() -> None:
+    with pytest.raises(InputError, match="default_isolation must be 'inline' or 'process'"):
+        HostSettings(default_isolation="weird")
 
 
 def test_keras_files_in_version_folders_are_versions(

@@ -104,6 +104,11 @@ class HostSettings:
 
     def __post_init__(self) -> None:
         owner = "HostSettings"
+        if self.default_isolation not in ("inline", "process"):
+            raise InputError(
+                f"{owner}.default_isolation must be 'inline' or 'process', "
+                f"got {self.default_isolation!r}"
+            )
         _positive_number(owner, "request_timeout_s", self.request_timeout_s, optional=True)
         _positive_number(owner, "drain_timeout_s", self.drain_timeout_s, optional=False)
         _non_negative_int(owner, "serving_threads", self.serving_threads, optional=False)

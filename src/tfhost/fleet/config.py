@@ -165,14 +165,16 @@ class ModelConfig:
     ``custom_objects`` names Keras objects as ``"module:attr"`` (resolved by
     :meth:`resolve_custom_objects` when the model loads, not when the config is read);
     ``format_options`` go to ``Host.load(**format_options)``; ``worker`` is None to use the
-    host's worker settings. ``batching`` is None when the config does not say (the fleet's
-    default then applies, TF Serving's ``--enable_batching``), False for none. ``labels``
-    may name a version that is not on disk (yet): the fleet decides when a label can route.
+    host's worker settings, and ``isolation`` None for the host's default
+    (``HostSettings.default_isolation``, ``tfhost serve --isolation``). ``batching`` is None
+    when the config does not say (the fleet's default then applies, TF Serving's
+    ``--enable_batching``), False for none. ``labels`` may name a version that is not on
+    disk (yet): the fleet decides when a label can route.
     """
 
     name: str
     path: Path
-    isolation: str = "inline"
+    isolation: str | None = None
     group: str | None = None
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     labels: Mapping[str, int] = field(default_factory=dict)
@@ -194,7 +196,7 @@ class ModelConfig:
             raise ConfigError(f"must be a pathlib.Path, got {self.path!r}", key="path")
         if not self.path.is_absolute():
             raise ConfigError(f"must be absolute, got {str(self.path)!r}", key="path")
-        if self.isolation not in ISOLATIONS:
+        if self.isolation is not None and self.isolation not in ISOLATIONS:
             raise ConfigError(
                 f"must be 'inline' or 'process', got {self.isolation!r}", key="isolation"
             )
@@ -204,8 +206,9 @@ class ModelConfig:
             if self.isolation != "process":
                 raise ConfigError(
                     f"model {self.name!r} names group {self.group!r}, a shared worker "
-                    f"process, but its isolation is {self.isolation!r}; set isolation = "
-                    f"'process'",
+                    f"process, but its isolation is "
+                    f"{'not set' if self.isolation is None else repr(self.isolation)}; set "
+                    f"isolation = 'process'",
                     key="group",
                 )
         if not isinstance(self.version_policy, VersionPolicy):

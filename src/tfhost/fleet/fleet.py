@@ -443,7 +443,8 @@ class Fleet:
                 estimate_bytes=_estimates(
                     on_disk.get(name),
                     self.settings.worker_estimate_bytes
-                    if model.isolation == "process" and model.group is None
+                    if (model.isolation or self.host.settings.default_isolation) == "process"
+                    and model.group is None
                     else 0,
                 ),
             )
