@@ -140,6 +140,26 @@ def test_tfs_rest_classify_and_regress(rest: httpx.Client) -> None:
     assert answer.json() == {"results": [3.0]}
 
 
+def test_classify_and_regress_count_in_the_statistics(rest: httpx.Client) -> None:
+    """Each tf.Example request is one inference and one execution in Triton's statistics,
+    however many examples it holds."""
+
+    def stats() -> dict[str, int]:
+        (entry,) = rest.get("/v2/models/half_plus_two/stats").json()["model_stats"]
+        return {
+            "success": entry["inference_stats"]["success"]["count"],
+            "inferences": entry["inference_count"],
+            "executions": entry["execution_count"],
+        }
+
+    before = stats()
+    body = {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}, {"x": 4.0}]}
+    assert rest.post("/v1/models/half_plus_two:classify", json=body).status_code == 200
+    body = {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}
+    assert rest.post("/v1/models/half_plus_two:regress", json=body).status_code == 200
+    assert stats() == {key: value + 2 for key, value in before.items()}
+
+
 def test_tfs_rest_metadata_names_every_signature(rest: httpx.Client) -> None:
     answer = rest.get("/v1/models/half_plus_two/metadata")
     assert answer.status_code == 200, answer.text
@@ -291,7 +311,9 @@ def test_v2_statistics_count_requests(triton: triton_http.InferenceServerClient)
     after = triton.get_inference_statistics("toolbox")["model_stats"][0]
     success = after["inference_stats"]["success"]["count"]
     assert success == before["inference_stats"]["success"]["count"] + 1
-    assert after["inference_count"] == before["inference_count"] + 2  # two rows
+    # One request of two rows: one inference, as Triton counts for max_batch_size 0.
+    assert after["inference_count"] == before["inference_count"] + 1
+    assert after["execution_count"] == before["execution_count"] + 1
     # Asking for an output the model lacks is refused before it runs: nothing counted.
     with pytest.raises(InferenceServerException, match="has no output 'zzz'"):
         triton.infer("toolbox", [x], outputs=[triton_http.InferRequestedOutput("zzz")])

@@ -18,6 +18,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.serve_support import TF_SERVING_DATA, ServerProcess
@@ -27,14 +29,16 @@ TOKEN = "s3cret"
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, toolbox: Path) -> Iterator[ServerProcess]:
-    """A server with a token, a 1 KiB body limit, 2 requests in flight and 1 s timeouts."""
+    """A server with a token, a 1 KiB body limit, a 1 KiB answer limit, 2 requests in
+    flight and 1 s timeouts."""
     repo = tmp_path_factory.mktemp("guarded") / "models"
     shutil.copytree(toolbox, repo / "toolbox" / "1")
     shutil.copytree(TF_SERVING_DATA / "saved_model_half_plus_two_cpu", repo / "half_plus_two")
     # A corrupt model beside them: its load fails, the others serve.
     (repo / "broken" / "1").mkdir(parents=True)
     (repo / "broken" / "1" / "saved_model.pb").write_bytes(b"not a protobuf")
-    args = [str(repo), "--token", TOKEN, "--max-body", "1KiB", "--max-in-flight", "2"]
+    args = [str(repo), "--token", TOKEN, "--max-body", "1KiB", "--max-response", "1KiB"]
+    args += ["--max-in-flight", "2"]
     with ServerProcess([*args, "--rest_api_timeout_in_ms=1000"]) as process:
         yield process
         assert process.terminate() == 0, process.log()
@@ -95,6 +99,38 @@ def test_a_huge_body_is_413_and_the_server_keeps_serving(guarded: ServerProcess)
         assert "over the limit of 1024" in answer.json()["error"]
         ok = client.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
         assert ok.json() == {"predictions": [2.5]}
+
+
+def test_an_answer_over_the_limit_is_refused_and_the_server_keeps_serving(
+    guarded: ServerProcess,
+) -> None:
+    """400 values in 800 bytes of JSON, or one value filling a shape of 400 over gRPC, ask
+    for 1,600 bytes of answer: over the 1 KiB limit, refused before it is encoded."""
+    with httpx.Client(base_url=guarded.rest, timeout=30, headers=_auth()) as client:
+        answer = client.post("/v1/models/half_plus_two:predict", json={"instances": [1] * 400})
+        assert answer.status_code == 500, answer.text
+        error = answer.json()["error"]
+        assert "answered 1.6 KiB, over this server's limit of 1.0 KiB" in error
+        assert "model 'half_plus_two'" in error and "--max-response" in error
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    tensor = request.inputs["x"]
+    tensor.dtype = types_pb2.DT_FLOAT
+    tensor.tensor_shape.dim.add(size=400)
+    tensor.float_val.append(1.0)
+    with grpc.insecure_channel(guarded.grpc) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        auth = (("authorization", f"Bearer {TOKEN}"),)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(request, timeout=30, metadata=auth)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-response" in caught.value.details()
+        del tensor.tensor_shape.dim[:]
+        tensor.tensor_shape.dim.add(size=2)
+        tensor.ClearField("float_val")
+        tensor.float_val.extend([1.0, 2.0])
+        answer = stub.Predict(request, timeout=30, metadata=auth)
+        assert list(answer.outputs["y"].float_val) == [2.5, 3.0]
 
 
 def test_past_max_in_flight_requests_are_refused_at_once(guarded: ServerProcess) -> None:

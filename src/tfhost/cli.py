@@ -606,6 +606,10 @@ def serve(
     max_body: Annotated[
         str, typer.Option("--max-body", help="Largest request body (413 beyond).")
     ] = "64MiB",
+    max_response: Annotated[
+        str,
+        typer.Option("--max-response", help="Largest answer a model may give (refused beyond)."),
+    ] = "256MiB",
     max_in_flight: Annotated[
         int, typer.Option(help="Requests in flight at once; beyond, 503 / UNAVAILABLE.")
     ] = 256,
@@ -709,6 +713,7 @@ def serve(
         token=token,
         timeout_ms=timeout_ms,
         max_body=max_body,
+        max_response=max_response,
         max_in_flight=max_in_flight,
         grpc_threads=grpc_threads,
         grpc_running_calls=grpc_running_calls,

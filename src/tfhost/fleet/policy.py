@@ -98,6 +98,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeAlias
 
+from tfhost.sizes import format_bytes
 from tfhost.state import State
 
 if TYPE_CHECKING:
@@ -451,21 +452,21 @@ class _Budget:
 
     def _lru(self, info: ModelInfo) -> str:
         if info.last_used is None:
-            return f"least recently used (never used), {_size(self.size(info))}"
+            return f"least recently used (never used), {format_bytes(self.size(info))}"
         ago = max(0.0, self.now - info.last_used)
-        return f"least recently used ({ago:.1f} s ago), {_size(self.size(info))}"
+        return f"least recently used ({ago:.1f} s ago), {format_bytes(self.size(info))}"
 
     def refusal(self, candidate: _Candidate, need: int, allowed: list[ModelInfo]) -> str:
         head = (
             f"model {candidate.model!r} version {candidate.version} needs {_exact(need)}, "
             f"but the memory budget is {_exact(self.budget)} with {_exact(self.used)} in use"
-            + (f" ({_size(self.pending)} of it unloading)" if self.pending else "")
+            + (f" ({format_bytes(self.pending)} of it unloading)" if self.pending else "")
         )
         if candidate.kind == _FIRST:
             head += "; a first load takes free room only and evicts nothing"
         else:
             could = sum(self.size(i) for i in allowed)
-            head += f"; evicting every idle version it may evict would free {_size(could)}"
+            head += f"; evicting every idle version it may evict would free {format_bytes(could)}"
         parts = [head]
         spared = [] if allowed else [i for i in self.idle if i.name != candidate.model]
         for what, infos in (
@@ -476,7 +477,7 @@ class _Budget:
         ):
             if infos:
                 listed = ", ".join(
-                    f"{i.name}:{i.version} ({_size(self.size(i))})"
+                    f"{i.name}:{i.version} ({format_bytes(self.size(i))})"
                     for i in sorted(infos, key=lambda i: (i.name, i.version))
                 )
                 parts.append(f"{what}: {listed}")
@@ -529,14 +530,5 @@ def _routes(
     return actions
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _exact(n: int) -> str:
-    return _size(n) if abs(n) < 1024 else f"{_size(n)} ({n} bytes)"
+    return format_bytes(n) if abs(n) < 1024 else f"{format_bytes(n)} ({n} bytes)"

@@ -35,6 +35,7 @@ OPTIONS: dict[str, tuple[str, type]] = {
     "token": ("token", str),
     "request_timeout_ms": ("timeout_ms", int),
     "max_body": ("max_body", str),
+    "max_response": ("max_response", str),
     "max_in_flight": ("max_in_flight", int),
     "poll_seconds": ("poll_seconds", float),
     "max_load_retries": ("max_load_retries", int),

@@ -40,6 +40,7 @@ class ServeOptions:
     token: str | None = None
     timeout_ms: int | None = None
     max_body: str = "64MiB"
+    max_response: str = "256MiB"
     max_in_flight: int = 256
     grpc_threads: int | None = None  # None: workers.default_threads()
     grpc_running_calls: int | None = None  # None: workers.default_running()
@@ -86,6 +87,7 @@ def serve_settings(options: ServeOptions) -> ServeSettings:
         rest_port=options.rest_port,
         grpc_port=options.grpc_port,
         max_body_bytes=_size(options.max_body, "--max-body"),
+        max_response_bytes=_size(options.max_response, "--max-response"),
         request_timeout_s=None if options.timeout_ms is None else options.timeout_ms / 1000,
         max_in_flight=options.max_in_flight,
         token=options.token,

@@ -8,6 +8,7 @@ import time
 from html import escape
 from typing import TYPE_CHECKING
 
+from tfhost.sizes import format_bytes
 from tfhost.state import State
 
 if TYPE_CHECKING:
@@ -122,12 +123,7 @@ def _ago(error: tuple[float, str]) -> str:
 
 
 def _bytes(value: int | None) -> str:
-    if value is None:
-        return ""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if value >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value} B"
+    return "" if value is None else format_bytes(value)
 
 
 def _seconds(value: float | None) -> str:

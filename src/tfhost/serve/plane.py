@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -23,7 +22,8 @@ from tfhost.host import Checked, Handle, absolute_deadline
 from tfhost.serve import workers
 from tfhost.serve.metrics import Metrics
 from tfhost.serve.settings import ServeSettings
-from tfhost.serve.status import code_of
+from tfhost.serve.status import ResponseTooLarge, code_of
+from tfhost.sizes import format_bytes
 
 AnyHandle = Handle | PipelineHandle
 
@@ -46,8 +46,8 @@ class VersionStats:
     compute_input_ns: int = 0
     compute_infer_ns: int = 0
     compute_output_ns: int = 0
-    inference_count: int = 0  # rows: the first dimension of the first input
-    execution_count: int = 0  # model calls
+    inference_count: int = 0  # requests, as Triton counts them for max_batch_size 0
+    execution_count: int = 0  # requests that ran the model (a multi-inference: one)
     last_inference_ms: int = 0  # wall clock, milliseconds since the epoch
 
 
@@ -168,8 +168,32 @@ class Plane:
         ticket.done = time.perf_counter()
         took = ticket.done - ticket.ran
         self._latency[key] = took if estimate is None else 0.8 * estimate + 0.2 * took
-        ticket.executed(handle, checked.inputs)
+        ticket.serves(handle)
+        self._check_size(key, outputs)
         return outputs
+
+    def run_here(
+        self, ticket: Ticket, handle: AnyHandle, checked: Checked
+    ) -> dict[str, np.ndarray]:
+        """Run checked inputs on this thread, which may block: the tf.Example methods
+        (classify, regress, multi-inference), which run one or more signatures off the
+        event loop. Counted as one execution of the request, from its first call's start
+        to its last call's end."""
+        if ticket.ran is None:
+            ticket.ran = time.perf_counter()
+        outputs = handle.run(checked, deadline=ticket.deadline)
+        ticket.done = time.perf_counter()
+        self._check_size(_key(handle, checked.signature), outputs)
+        return outputs
+
+    def _check_size(self, key: tuple[str, int | None, str], outputs: dict[str, np.ndarray]) -> None:
+        limit = self.settings.max_response_bytes
+        size = sum(_nbytes(value) for value in outputs.values())
+        if size > limit:
+            raise ResponseTooLarge(
+                f"model {key[0]!r} signature {key[2]!r} answered {format_bytes(size)}, over "
+                f"this server's limit of {format_bytes(limit)} on an answer (--max-response)"
+            )
 
     # -- what was counted ----------------------------------------------------------------
 
@@ -222,7 +246,9 @@ class Plane:
                     stats.compute_infer_ns += int((ticket.done - ticket.ran) * 1e9)
                     stats.compute_output_ns += int((end - ticket.done) * 1e9)
                     stats.execution_count += 1
-                    stats.inference_count += ticket.rows
+                    # Triton counts a request to a model without batching (max_batch_size
+                    # 0, as tfhost's configs say) as one inference, whatever its rows.
+                    stats.inference_count += 1
                     stats.last_inference_ms = int(time.time() * 1000)
         self.metrics.request(ticket.protocol, model, version, status, took)
 
@@ -237,7 +263,6 @@ class Ticket:
         "plane",
         "protocol",
         "ran",
-        "rows",
         "served",
         "start",
         "version",
@@ -253,12 +278,6 @@ class Ticket:
         self.deadline = absolute_deadline(plane._request_timeout, None, None)
         self.ran: float | None = None
         self.done: float | None = None
-        self.rows = 0
-
-    def executed(self, handle: AnyHandle, inputs: Mapping[str, np.ndarray]) -> None:
-        self.serves(handle)
-        first = next(iter(inputs.values()), None)
-        self.rows = int(first.shape[0]) if first is not None and first.ndim else 1
 
     def serves(self, handle: AnyHandle) -> None:
         """The request reached this handle (counted under its version even if it fails)."""
@@ -284,6 +303,14 @@ def identity(handle: AnyHandle) -> tuple[str, int | None]:
     if isinstance(handle, Handle):
         return handle.id.model, handle.id.version
     return handle.name, None
+
+
+def _nbytes(value: np.ndarray) -> int:
+    """An output's bytes; a string tensor's (an object array holds pointers) are its
+    strings' lengths."""
+    if value.dtype != object:
+        return int(value.nbytes)
+    return sum(len(item) if isinstance(item, (bytes, str)) else 8 for item in value.flat)
 
 
 def _key(handle: AnyHandle, signature: str) -> tuple[str, int | None, str]:

@@ -20,6 +20,10 @@ class ServeSettings:
     rest_port: int | None = DEFAULT_REST_PORT
     grpc_port: int | None = DEFAULT_GRPC_PORT
     max_body_bytes: int = 64 << 20  # a bigger request is refused (413 / RESOURCE_EXHAUSTED)
+    # A model's answer bigger than this is refused (500 / RESOURCE_EXHAUSTED) before it is
+    # encoded: JSON takes about ten times an answer's bytes, and one answer must not be
+    # able to take the server, and every model on it, out of memory.
+    max_response_bytes: int = 256 << 20
     request_timeout_s: float | None = None  # --rest_api_timeout_in_ms; None: the host's
     # Requests admitted at once, every protocol together; beyond, 503 / UNAVAILABLE at
     # once, so a flood costs a refusal each rather than memory.
@@ -48,7 +52,13 @@ class ServeSettings:
                 raise InputError(f"{name} must be a port number (0-65535), got {port}")
         if self.rest_port is None and self.grpc_port is None:
             raise InputError("serve needs a REST port, a gRPC port, or both")
-        for name in ("max_body_bytes", "max_in_flight", "grpc_threads", "grpc_running_calls"):
+        for name in (
+            "max_body_bytes",
+            "max_response_bytes",
+            "max_in_flight",
+            "grpc_threads",
+            "grpc_running_calls",
+        ):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:

@@ -37,6 +37,12 @@ class BodyTooLarge(ResourceExhausted):
     """A request body over ``ServeSettings.max_body_bytes`` (HTTP 413)."""
 
 
+class ResponseTooLarge(ResourceExhausted):
+    """A model's answer over ``ServeSettings.max_response_bytes``: the server's limit, not
+    the request's fault (HTTP 500; gRPC RESOURCE_EXHAUSTED, as grpcio says of a message
+    over its limit)."""
+
+
 def code_of(error: TfhostError) -> Code:
     if isinstance(error, ModelError):
         return _TF_ERRORS.get(error.type_name, error.code)
@@ -46,6 +52,8 @@ def code_of(error: TfhostError) -> Code:
 def http_status(error: TfhostError) -> int:
     if isinstance(error, BodyTooLarge):
         return 413
+    if isinstance(error, ResponseTooLarge):
+        return 500
     return _HTTP[code_of(error)]
 
 

@@ -138,7 +138,7 @@ async def _on_examples(
             defs = _defs(plane, handle)
 
             def run(signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-                return handle.run(handle.check(inputs, signature), deadline=ticket.deadline)
+                return plane.run_here(ticket, handle, handle.check(inputs, signature))
 
             version = identity(handle)[1]
             return await workers.blocking(method, run, defs, request, version)
