@@ -353,6 +353,39 @@ def test_v2_repository_unload_and_load(
         triton.load_model("not_in_the_repository")
 
 
+def test_v2_repository_requests_tfhost_cannot_honour_are_refused(
+    triton: triton_http.InferenceServerClient,
+    triton_g: triton_grpc.InferenceServerClient,
+    rest: httpx.Client,
+) -> None:
+    """A config override or model files in a load would be silently ignored: refused, as
+    are a malformed body and parameters of the wrong type; the model is left as it was."""
+    config = json.dumps({"max_batch_size": 4, "input": [{"name": "zzz"}]})
+    for client in (triton, triton_g):
+        with pytest.raises(InferenceServerException, match="'config' is not supported"):
+            client.load_model("half_plus_two", config=config)
+        with pytest.raises(InferenceServerException, match=r"'file:1/model\.savedmodel' is not"):
+            client.load_model("half_plus_two", files={"file:1/model.savedmodel": b"x"})
+    base = "/v2/repository/models/half_plus_two"
+    for path, body, error in (
+        (f"{base}/load", b"{bad", "malformed JSON"),
+        (f"{base}/unload", b"garbage", "malformed JSON"),
+        (f"{base}/load", b"[1]", "must be a JSON object"),
+        (f"{base}/load", b'{"parameters": {"config": 5}}', "'config' is not supported"),
+        (f"{base}/unload", b'{"parameters": {"unload_dependents": 1}}', "must be a bool"),
+        (f"{base}/unload", b'{"parameters": {"dependents": true}}', "unrecognized unload"),
+    ):
+        answer = rest.post(path, content=body)
+        assert answer.status_code == 400, (path, body, answer.text)
+        assert error in answer.json()["error"], (path, body)
+    assert triton.is_model_ready("half_plus_two")
+    # Triton's own parameter is taken (tfhost's models have no dependents).
+    triton_g.unload_model("half_plus_two", unload_dependents=True)
+    assert not triton.is_model_ready("half_plus_two")
+    triton.load_model("half_plus_two")
+    assert triton.is_model_ready("half_plus_two")
+
+
 # -- metrics and the status page -----------------------------------------------------------
 
 

@@ -88,6 +88,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
     def RepositoryModelLoad(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def load() -> Any:
+            parameters = codec.repository_parameters_grpc(request.parameters)
+            codec.check_repository_parameters("load", parameters)
             self._plane.fleet.load_model(request.model_name)
             return service_pb2.RepositoryModelLoadResponse()
 
@@ -95,6 +97,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
     def RepositoryModelUnload(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def unload() -> Any:
+            parameters = codec.repository_parameters_grpc(request.parameters)
+            codec.check_repository_parameters("unload", parameters)
             self._plane.fleet.unload_model(request.model_name)
             return service_pb2.RepositoryModelUnloadResponse()
 

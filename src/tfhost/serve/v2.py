@@ -259,10 +259,19 @@ async def repository_index_route(plane: Plane, request: Request) -> Response:
 
 
 async def repository_load(plane: Plane, request: Request) -> Response:
+    await _repository_request(plane, request, "load")
     await asyncio.to_thread(plane.fleet.load_model, request.path_params["name"])
     return _json({})
 
 
 async def repository_unload(plane: Plane, request: Request) -> Response:
+    await _repository_request(plane, request, "unload")
     await asyncio.to_thread(plane.fleet.unload_model, request.path_params["name"])
     return _json({})
+
+
+async def _repository_request(plane: Plane, request: Request, action: str) -> None:
+    from tfhost.serve.rest import read_body
+
+    body = await read_body(request.scope, request.receive, plane.settings.max_body_bytes)
+    codec.decode_repository_request(action, body)

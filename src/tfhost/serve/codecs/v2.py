@@ -1150,3 +1150,53 @@ def repository_index_grpc(entries: Iterable[RepositoryEntry]) -> Any:
     for e in entries:
         response.models.add(name=e.name, version=e.version, state=e.state, reason=e.reason)
     return response
+
+
+# -- repository load / unload ------------------------------------------------------------------
+
+# What tfhost takes of Triton's load and unload parameters: every model is served as its
+# files say, so a config override or model files sent in the request are refused, not
+# ignored (the client would believe them applied).
+_LOAD_REFUSED: Final = "tfhost serves a model as its repository's files say"
+_UNLOAD_PARAMETERS: Final = {"unload_dependents": bool}
+
+
+def check_repository_parameters(action: str, parameters: Mapping[str, Any]) -> None:
+    """A load's or unload's ``parameters``, decoded (a name -> bool, int or str): refused
+    where tfhost would not do what they ask."""
+    for key, value in parameters.items():
+        if action == "load" and (key == "config" or key.startswith("file:")):
+            raise InputError(f"load parameter {key!r} is not supported: {_LOAD_REFUSED}")
+        allowed = _UNLOAD_PARAMETERS if action == "unload" else {}
+        if key not in allowed:
+            raise InputError(f"unrecognized {action} parameter {key!r}")
+        if not isinstance(value, allowed[key]):
+            raise InputError(
+                f"{action} parameter {key!r} must be a {allowed[key].__name__}, got {value!r}"
+            )
+
+
+def decode_repository_request(action: str, body: bytes) -> None:
+    """``POST /v2/repository/models/NAME/load`` (or ``unload``): an empty body, or a JSON
+    object with an optional ``parameters`` object, checked."""
+    if not body.strip():
+        return
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"the {action} request must be a JSON object")
+    parameters = doc.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InputError(f"the {action} request's 'parameters' must be a JSON object")
+    check_repository_parameters(action, parameters)
+
+
+def repository_parameters_grpc(parameters: Any) -> dict[str, Any]:
+    """A ``RepositoryModelLoadRequest``'s (or unload's) ``parameters`` map, decoded."""
+    out: dict[str, Any] = {}
+    for key, value in parameters.items():
+        kind = value.WhichOneof("parameter_choice")
+        out[key] = None if kind is None else getattr(value, kind)
+    return out
