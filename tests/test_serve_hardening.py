@@ -56,6 +56,16 @@ def test_every_endpoint_but_health_needs_the_token(guarded: ServerProcess) -> No
             assert "bearer token" in refused.json()["error"]
             assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
             assert client.get(path, headers=_auth()).status_code == 200, path
+        # The scheme in any case (RFC 7235); another scheme, or none, is refused.
+        for value, code in (
+            (f"bearer {TOKEN}", 200),
+            (f"BEARER  {TOKEN}", 200),
+            (f"Basic {TOKEN}", 401),
+            (TOKEN, 401),
+            (f"Bearer{TOKEN}", 401),
+        ):
+            answer = client.get("/v2/models/toolbox", headers={"Authorization": value})
+            assert answer.status_code == code, value
         assert client.get("/v2/health/live").status_code == 200
         assert client.get("/v2/health/ready").status_code == 200
         infer = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
@@ -74,6 +84,10 @@ def test_every_endpoint_but_health_needs_the_token(guarded: ServerProcess) -> No
     # gRPC metadata keys are lowercase.
     metadata = triton.get_model_metadata("toolbox", headers={"authorization": f"Bearer {TOKEN}"})
     assert metadata.name == "toolbox"
+    metadata = triton.get_model_metadata("toolbox", headers={"authorization": f"bearer {TOKEN}"})
+    assert metadata.name == "toolbox"
+    with pytest.raises(InferenceServerException, match="bearer token"):
+        triton.get_model_metadata("toolbox", headers={"authorization": f"Basic {TOKEN}"})
 
 
 def test_a_huge_body_is_413_and_the_server_keeps_serving(guarded: ServerProcess) -> None:

@@ -342,17 +342,24 @@ def _not_allowed_text(method: str, path: str) -> str:
     return f"{method} is not allowed on {path}"
 
 
+def bearer_matches(header: bytes, token: bytes) -> bool:
+    """An ``Authorization`` value carries ``token`` as a bearer token: the scheme in any
+    case (RFC 7235), the token compared in constant time."""
+    scheme, _, given = header.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.lstrip(b" "), token)
+
+
 class _Bearer:
     """``Authorization: Bearer TOKEN`` on every endpoint but health."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self._app = app
-        self._expected = f"Bearer {token}".encode()
+        self._token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
+            if not bearer_matches(given, self._token):
                 response = v2_error("missing or wrong bearer token", 401)
                 response.headers["WWW-Authenticate"] = "Bearer"
                 await response(scope, receive, send)

@@ -5,7 +5,6 @@ SIGTERM drains."""
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import signal
 import socket
@@ -24,7 +23,7 @@ from tfhost.serve import workers
 from tfhost.serve.grpc_tfs import ModelService, PredictionService
 from tfhost.serve.grpc_v2 import InferenceService
 from tfhost.serve.plane import Plane
-from tfhost.serve.rest import build_app
+from tfhost.serve.rest import bearer_matches, build_app
 from tfhost.serve.settings import ServeSettings
 
 _log = logging.getLogger("tfhost.serve")
@@ -192,7 +191,7 @@ class BearerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """``authorization: Bearer TOKEN`` metadata on every call but health."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}"
+        self._token = token.encode()
 
         def refuse(request: Any, context: grpc.ServicerContext) -> Any:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
@@ -206,7 +205,7 @@ class BearerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     ) -> Any:
         if details.method not in _OPEN_METHODS:
             given = dict(details.invocation_metadata or ()).get("authorization", "")
-            if not hmac.compare_digest(str(given), self._expected):
+            if not bearer_matches(str(given).encode(), self._token):
                 return self._refusal
         return continuation(details)
 
