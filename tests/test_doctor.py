@@ -91,8 +91,13 @@ def test_user_inputs_prefer_the_model_specific_key() -> None:
     provided = {"x": np.zeros(2), "a/x": np.ones(2)}
     np.testing.assert_array_equal(user_inputs("a", signature, provided, "f.npz")["x"], 1)
     np.testing.assert_array_equal(user_inputs("b", signature, provided, "f.npz")["x"], 0)
-    with pytest.raises(InputError, match="'c/x'"):
-        user_inputs("c", signature, {"y": np.zeros(2)}, "f.npz")
+    # None of c's inputs: doctor makes them up. Some but not all: an error naming the keys.
+    assert user_inputs("c", signature, {"y": np.zeros(2)}, "f.npz") is None
+    both = SignatureSpec(
+        inputs={name: TensorSpec(name, "float32", (None,)) for name in ("x", "z")}, outputs={}
+    )
+    with pytest.raises(InputError, match="'c/z'"):
+        user_inputs("c", both, {"x": np.zeros(2)}, "f.npz")
 
 
 def test_compare_uses_a_tight_float_tolerance_and_exact_other_dtypes() -> None:
@@ -112,6 +117,12 @@ def test_model_names_are_short_unique_and_host_valid(tmp_path: Path) -> None:
     assert model_names([tmp_path / "x" / "tf1", tmp_path / "y" / "m.h5"]) == ["tf1", "m"]
     same = tmp_path / "c" / "model.keras"
     assert len(set(model_names([same, same]))) == 2
+    # Version folders, or a Keras file in one, are named for their model.
+    (tmp_path / "ver" / "1").mkdir(parents=True)
+    (tmp_path / "ver" / "2").mkdir(parents=True)
+    keras = tmp_path / "mix" / "1" / "model.keras"
+    assert model_names([tmp_path / "ver" / "1", keras]) == ["ver", "mix"]
+    assert model_names([tmp_path / "ver" / "1", tmp_path / "ver" / "2"]) == ["ver-1", "ver-2"]
 
 
 def test_a_model_repository_stands_for_its_models(artifacts: ArtifactMap, tmp_path: Path) -> None:
@@ -430,3 +441,23 @@ def test_docs_show_current_doctor_output(tf1_pair: dict[str, Any], legacy_pair: 
         )
     for heading in ("colliding pair", "harmless pair", "Keras 3 next to a legacy"):
         assert heading in text
+
+
+def test_without_serving_default_doctor_runs_a_predict_signature_first() -> None:
+    """A classify or regress signature takes serialized tf.Example protos, which doctor
+    cannot make up: it is chosen only when nothing else is there (or when asked for)."""
+    from tests.serve_support import TF_SERVING_DATA
+    from tfhost.diagnosis.child import _methods, choose_signature
+
+    methods = _methods(TF_SERVING_DATA / "saved_model_half_plus_two_cpu" / "00000123")
+    assert methods["classify_x_to_y"] == "tensorflow/serving/classify"
+    names = [name for name in methods if name != "serving_default"] + ["predict_y"]
+    signatures = dict.fromkeys(names)
+    methods["predict_y"] = "tensorflow/serving/predict"
+    assert choose_signature(signatures, None, methods) == "predict_y"
+    examples_only = {k: None for k in names if k != "predict_y"}
+    assert choose_signature(examples_only, None, methods) == "classify_x_to_y"
+    assert choose_signature(signatures, "regress_x_to_y", methods) == "regress_x_to_y"
+    assert choose_signature({**signatures, "serving_default": None}, None, methods) == (
+        "serving_default"
+    )

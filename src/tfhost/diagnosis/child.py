@@ -290,13 +290,17 @@ def run_alone(step: Step) -> None:
     signatures = {k: v.to_dict() for k, v in servable.signatures.items()}
     step.loaded(name, signatures=signatures)
     try:
-        signature = choose_signature(servable.signatures, model.get("signature"))
+        methods = _methods(artifact.path)
+        signature = choose_signature(servable.signatures, model.get("signature"), methods)
         spec = servable.signatures[signature]
+        given = None
         if model.get("user_inputs"):
             source = str(model["user_inputs"])
-            provided = user_inputs(name, spec, read_user_file(Path(source)), source)
-        else:
+            given = user_inputs(name, spec, read_user_file(Path(source)), source)
+        if given is None:
             source, provided = "generated", make_inputs(spec)
+        else:
+            provided = given
         checked = check_inputs(name, signature, spec, provided, check_shapes=servable.static_shapes)
         path = step.dir / f"inputs-{name}.npz"
         save_arrays(path, checked)
@@ -320,7 +324,15 @@ def run_alone(step: Step) -> None:
     step.ran(name, outputs)
 
 
-def choose_signature(signatures: Mapping[str, Any], requested: str | None) -> str:
+# Signatures that take serialized tf.Example protos, which doctor cannot make up.
+_EXAMPLE_METHODS = frozenset({"tensorflow/serving/classify", "tensorflow/serving/regress"})
+
+
+def choose_signature(
+    signatures: Mapping[str, Any], requested: str | None, methods: Mapping[str, str] | None = None
+) -> str:
+    """The requested signature, else ``serving_default``, else the first by name, a
+    classify or regress one (``methods``: each signature's SignatureDef method) last."""
     if requested is not None:
         if requested not in signatures:
             raise InputError(f"no signature {requested!r}; the model has {sorted(signatures)}")
@@ -329,7 +341,21 @@ def choose_signature(signatures: Mapping[str, Any], requested: str | None) -> st
         return DEFAULT_SIGNATURE
     if not signatures:
         raise InputError("the model has no signature to run")
-    return sorted(signatures)[0]
+    known = methods or {}
+    return min(signatures, key=lambda name: (known.get(name) in _EXAMPLE_METHODS, name))
+
+
+def _methods(path: Path) -> dict[str, str]:
+    """A SavedModel's SignatureDef methods by signature; empty for other formats."""
+    if not path.is_dir():
+        return {}
+    from tfhost.serve.signature_defs import saved_signature_defs
+
+    try:
+        defs = saved_signature_defs(path)
+    except Exception:  # an unreadable saved_model.pb: its load already said why
+        return {}
+    return {} if defs is None else {name: d.method_name for name, d in defs.items()}
 
 
 def run_tfhost(step: Step) -> None:

@@ -94,7 +94,9 @@ def expand_repositories(paths: Sequence[Path]) -> list[Path]:
 
 
 def model_names(paths: Sequence[Path]) -> list[str]:
-    """Short, unique, Host-valid names: the artifact's name, else its folder's, else both."""
+    """Short, unique, Host-valid names: the artifact's name, else its folder's, else both.
+    A version folder (``NAME/1``) or the one file in one (``NAME/1/model.keras``) is named
+    for its model, ``NAME``."""
 
     def clean(text: str) -> str:
         text = _NAME_CHARS.sub("_", text).strip("._-") or "model"
@@ -103,9 +105,13 @@ def model_names(paths: Sequence[Path]) -> list[str]:
     def stem(path: Path) -> str:
         return path.name if path.is_dir() else path.stem
 
+    def own(path: Path) -> str:
+        version = path if path.is_dir() else path.parent
+        return version.parent.name if version.name.isdigit() else stem(path)
+
     resolved = [p.resolve() for p in paths]
     candidates = [
-        [clean(stem(p)) for p in resolved],
+        [clean(own(p)) for p in resolved],
         [clean(p.parent.name) for p in resolved],
         [clean(f"{p.parent.name}-{stem(p)}") for p in resolved],
     ]

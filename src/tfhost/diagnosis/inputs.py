@@ -73,12 +73,16 @@ def make_inputs(signature: SignatureSpec) -> dict[str, np.ndarray]:
 
 def user_inputs(
     model: str, signature: SignatureSpec, provided: Mapping[str, np.ndarray], source: str
-) -> dict[str, np.ndarray]:
-    """The arrays from an ``--inputs`` file that feed ``model``.
+) -> dict[str, np.ndarray] | None:
+    """The arrays from an ``--inputs`` file that feed ``model``; None when the file has
+    none of its inputs (doctor makes them up, as without a file).
 
     A key ``MODEL/INPUT`` feeds one model; a plain ``INPUT`` feeds every model that has an
-    input of that name. The model-specific key wins.
+    input of that name. The model-specific key wins. A file with some of a model's inputs
+    but not all is an error.
     """
+    if not any(key in provided for name in signature.inputs for key in (f"{model}/{name}", name)):
+        return None
     chosen: dict[str, np.ndarray] = {}
     for name in signature.inputs:
         for key in (f"{model}/{name}", name):
