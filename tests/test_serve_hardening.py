@@ -227,6 +227,19 @@ def test_an_unsupported_tf_serving_flag_is_refused_by_name(tmp_path: Path) -> No
     assert "TLS" in done.stderr
 
 
+def test_a_missing_model_config_file_is_said_before_anything_starts(tmp_path: Path) -> None:
+    missing = tmp_path / "models.config"
+    done = subprocess.run(
+        [sys.executable, "-m", "tfhost.cli", "serve", f"--model_config_file={missing}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert f"--model_config_file: no such file: '{missing}'" in done.stderr
+    assert "tfhost fleet" not in done.stdout + done.stderr  # no start-up table first
+
+
 @pytest.mark.parametrize("protocol", ["REST", "gRPC"])
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path, protocol: str) -> None:
     with socket.socket() as taken:

@@ -141,6 +141,10 @@ def build_fleet(options: ServeOptions, *, lazy: bool = False) -> Fleet:
         return Fleet(
             base.parent, settings=fleet_settings, host_settings=host_settings, config=config
         )
+    config_file = options.model_config_file
+    if config_file is not None and not config_file.expanduser().is_file():
+        # Said before the fleet starts: its start-up table would come first otherwise.
+        raise InputError(f"--model_config_file: no such file: {str(config_file)!r}")
     repository = options.repository
     if repository is None:
         if options.model_config_file is None:
