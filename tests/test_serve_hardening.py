@@ -236,7 +236,8 @@ def test_a_missing_model_config_file_is_said_before_anything_starts(tmp_path: Pa
         timeout=120,
     )
     assert done.returncode == 2
-    assert f"--model_config_file: no such file: '{missing}'" in done.stderr
+    said = " ".join(done.stderr.split())  # rich wraps long lines
+    assert f"--model_config_file: no such file: '{missing}'" in said
     assert "tfhost fleet" not in done.stdout + done.stderr  # no start-up table first
 
 
