@@ -1158,7 +1158,10 @@ def repository_index_grpc(entries: Iterable[RepositoryEntry]) -> Any:
 # files say, so a config override or model files sent in the request are refused, not
 # ignored (the client would believe them applied).
 _LOAD_REFUSED: Final = "tfhost serves a model as its repository's files say"
-_UNLOAD_PARAMETERS: Final = {"unload_dependents": bool}
+_PARAMETERS: Final[dict[str, dict[str, type]]] = {
+    "load": {},
+    "unload": {"unload_dependents": bool},
+}
 
 
 def check_repository_parameters(action: str, parameters: Mapping[str, Any]) -> None:
@@ -1167,7 +1170,7 @@ def check_repository_parameters(action: str, parameters: Mapping[str, Any]) -> N
     for key, value in parameters.items():
         if action == "load" and (key == "config" or key.startswith("file:")):
             raise InputError(f"load parameter {key!r} is not supported: {_LOAD_REFUSED}")
-        allowed = _UNLOAD_PARAMETERS if action == "unload" else {}
+        allowed = _PARAMETERS[action]
         if key not in allowed:
             raise InputError(f"unrecognized {action} parameter {key!r}")
         if not isinstance(value, allowed[key]):
