@@ -293,14 +293,12 @@ def run_alone(step: Step) -> None:
         methods = _methods(artifact.path)
         signature = choose_signature(servable.signatures, model.get("signature"), methods)
         spec = servable.signatures[signature]
-        given = None
+        provided = None
         if model.get("user_inputs"):
             source = str(model["user_inputs"])
-            given = user_inputs(name, spec, read_user_file(Path(source)), source)
-        if given is None:
+            provided = user_inputs(name, spec, read_user_file(Path(source)), source)
+        if provided is None:
             source, provided = "generated", make_inputs(spec)
-        else:
-            provided = given
         checked = check_inputs(name, signature, spec, provided, check_shapes=servable.static_shapes)
         path = step.dir / f"inputs-{name}.npz"
         save_arrays(path, checked)

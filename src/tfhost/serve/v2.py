@@ -271,7 +271,8 @@ async def repository_unload(plane: Plane, request: Request) -> Response:
 
 
 async def _repository_request(plane: Plane, request: Request, action: str) -> None:
-    from tfhost.serve.rest import read_body
+    from tfhost.serve.rest import json_body, read_body
 
     body = await read_body(request.scope, request.receive, plane.settings.max_body_bytes)
-    codec.decode_repository_request(action, body)
+    if body.strip():
+        codec.check_repository_request(action, json_body(body))

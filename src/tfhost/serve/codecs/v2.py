@@ -1179,15 +1179,9 @@ def check_repository_parameters(action: str, parameters: Mapping[str, Any]) -> N
             )
 
 
-def decode_repository_request(action: str, body: bytes) -> None:
-    """``POST /v2/repository/models/NAME/load`` (or ``unload``): an empty body, or a JSON
+def check_repository_request(action: str, doc: Any) -> None:
+    """``POST /v2/repository/models/NAME/load`` (or ``unload``), its body parsed: a JSON
     object with an optional ``parameters`` object, checked."""
-    if not body.strip():
-        return
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"malformed JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InputError(f"the {action} request must be a JSON object")
     parameters = doc.get("parameters", {})
