@@ -8,7 +8,8 @@ floor a user would write themselves. Goals: Host.predict never more than max(10 
 above it on any model; on the batch-1 MLP, Host.predict <= 0.8x it (tfhost's fast path
 skips TensorFlow's Python argument handling, see formats/eager.py); and Host.predict
 >= 20x faster than Keras ``model.predict`` at batch 1. Also printed, without a goal: the
-servable's own run, fast path against ordinary call, to show where the time goes.
+servable's own run, fast path against ordinary call, to show where the time goes, and
+Host.predict of the same file loaded with ``jit_compile=True`` (XLA) against without.
 Timings are medians of interleaved rounds (bench/timing.py); on a busy machine, run it
 several times and read the medians.
 """
@@ -101,6 +102,7 @@ def main() -> None:
         )
         for label, model, x in cases:
             servable_paths(label, model, x, args.calls)
+            jit_compiled(host, label, x, args.calls)
         model, x = cases[0][1], cases[0][2]
         timing = interleaved(
             {
@@ -118,6 +120,30 @@ def main() -> None:
             f"{'PASS' if ok else 'FAIL'})"
         )
     raise SystemExit(1 if failures else 0)
+
+
+def jit_compiled(host: Host, label: str, x: np.ndarray, calls: int) -> None:
+    """The same file loaded with ``jit_compile=True`` (XLA), against the plain load: what
+    the opt-in buys (formats/jit.py)."""
+    name = label.split()[0]
+    path = host.status(name)[0].path
+    info = host.load(f"{name}-jit", path, jit_compile=True)
+    (key,) = info.signatures["serving_default"].inputs
+    plain = host.predict(name, {key: x})
+    compiled = host.predict(info.name, {key: x})
+    for output, value in plain.items():
+        np.testing.assert_allclose(compiled[output], value, rtol=1e-4, atol=1e-5)
+    timing = interleaved(
+        {
+            "plain": lambda: host.predict(name, {key: x}),
+            "jit": lambda: host.predict(info.name, {key: x}),
+        },
+        calls,
+    )
+    print(
+        f"{label}: Host.predict with jit_compile {timing['jit']:.1f} us, without "
+        f"{timing['plain']:.1f} us: {timing['plain'] / timing['jit']:.2f}x the calls/s"
+    )
 
 
 def servable_paths(label: str, model: keras.Model, x: np.ndarray, calls: int) -> None:

@@ -3,7 +3,7 @@
     python bench/serve.py [--only mlp|wide] [--routes v2-rest,tfs-rest,tfs-grpc,v2-grpc]
                           [--concurrency 1,16] [--seconds 2] [--rounds 8] [--quick]
                           [--self-check | --ceiling] [--batching [--max-batch-size 128]
-                          [--batch-timeout-micros 0] [--num-batch-threads 1]]
+                          [--batch-timeout-micros 0] [--num-batch-threads 1]] [--jit-compile]
 
 Two TF2 SavedModels, written by the bench with seeded weights (one version ``1/`` each in
 one repository): ``mlp``, 784 -> 512 -> 10 with requests of 1 row, and ``wide``,
@@ -64,6 +64,10 @@ floor's transports and codecs answering zeros without calling TensorFlow. Its ra
 the floor is the most a server could reach at that point with these transports and codecs,
 this load generator and this machine, batching or not (every request still pays its wire
 and its decoding): where it is below a goal, the goal is out of reach here.
+
+``--jit-compile``: tfhost serve (and the batched server) compile every model with XLA
+(``[host] jit_compile = true``, docs/fleet.md); the floor does not. Off by default, as in
+tfhost: the ratio then says what the opt-in buys over TensorFlow's own kernels.
 
 On 2 cores the load generator competes with the server for CPU; it does so equally for
 both, so the ratio holds, but the absolute figures are those of a shared machine.
@@ -1034,14 +1038,22 @@ def parse_args() -> argparse.Namespace:
         default="sync",
         help="the floor's gRPC server (sync with a thread pool measured faster here)",
     )
+    parser.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="tfhost serve compiles the models with XLA ([host] jit_compile = true); the floor "
+        "does not",
+    )
     parser.add_argument("--keep", type=Path, help="write the models here and keep them")
     # Internal: the child processes this bench starts.
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--write-models", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--only-names", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.ceiling and (args.self_check or args.batching):
-        parser.error("--ceiling runs alone: not with --self-check or --batching")
+    if args.ceiling and (args.self_check or args.batching or args.jit_compile):
+        parser.error("--ceiling runs alone: not with --self-check, --batching or --jit-compile")
+    if args.self_check and args.jit_compile:
+        parser.error("--self-check runs floors only: not with --jit-compile")
     # --quick sets what was not given; --quick --rounds 3 keeps the 3.
     quick_seconds = 1 if args.batching else 2
     if args.seconds is None:
@@ -1083,10 +1095,15 @@ def bench(args: argparse.Namespace, root: Path) -> int:
         if args.batching:
             servers.append(Server("floor C", floor_command(repo, args.floor_grpc), root / "c.log"))
     else:
-        servers.append(Server("tfhost", tfhost_command(repo), root / "tfhost.log"))
+        jit = "[host]\njit_compile = true\n" if args.jit_compile else ""
+        plain: Path | None = None
+        if jit:
+            plain = root / "tfhost.toml"
+            plain.write_text(jit)
+        servers.append(Server("tfhost", tfhost_command(repo, plain), root / "tfhost.log"))
         if args.batching:
             config = root / "batched.toml"
-            config.write_text(args.batching_settings.toml())
+            config.write_text(args.batching_settings.toml() + jit.removeprefix("[host]\n"))
             servers.append(Server("batched", tfhost_command(repo, config), root / "batched.log"))
     # The server whose tfhost_batch_size is read around its slices.
     batched = servers[2] if args.batching and not args.self_check else None
@@ -1106,6 +1123,8 @@ def bench(args: argparse.Namespace, root: Path) -> int:
         )
         if batched is not None:
             print(f"batched: [host] batching = {{ {args.batching_settings.describe()} }}")
+        if args.jit_compile:
+            print("tfhost: [host] jit_compile = true (XLA); the floor runs TensorFlow's kernels")
         loads = Loads(root, models, driver)
         broken: dict[tuple[str, str], str] = {}
         for model in models:

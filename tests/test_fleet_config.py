@@ -203,6 +203,7 @@ version_policy = "all"
 lazy = true
 pinned = false
 warmup = true
+jit_compile = true
 worker = { intra_op_threads = 2 }
 custom_objects = { Scale = "tests.custom_layers:Scale" }
 preload = ["tests.custom_layers"]
@@ -220,6 +221,7 @@ safe_mode = false
 lazy = false
 pinned = true
 warmup = false
+jit_compile = false
 
 [models.a.worker]
 intra_op_threads = 1
@@ -279,6 +281,7 @@ def test_every_key_of_tfhost_toml(repo: Path) -> None:
         isolation="process",
         version_policy=VersionPolicy("all"),
         lazy=True,
+        jit_compile=True,
         custom_objects={"Scale": "tests.custom_layers:Scale"},
         preload=("tests.custom_layers",),
         worker=WorkerSettings(intra_op_threads=2),
@@ -381,6 +384,7 @@ def test_a_syntax_error_names_the_line(repo: Path) -> None:
             "module:attr",
         ),
         ("[models.a]\nlazy = 'yes'\n", "models.a.lazy", "true or false"),
+        ("[host]\njit_compile = 1\n", "host.jit_compile", "true or false"),
         ("[models.a]\nworker = { intra_op_threads = -1 }\n", "models.a.worker", "non-negative int"),
         ("[models.a]\npath = 'missing'\n", "models.a.path", "no folder or artifact"),
         ("[models.ghost]\n", "models.ghost", "no folder or artifact"),

@@ -387,6 +387,7 @@ class Host:
         prepare: Prepare | None = None,
         warmup: Warmup = True,
         batching: BatchingSettings | None = None,
+        jit_compile: bool = False,
         **format_options: Any,
     ) -> ModelInfo:
         """Load the artifact at ``path`` as ``name``; return once it is AVAILABLE.
@@ -401,6 +402,8 @@ class Host:
         ``serving_default`` once on zeros shaped by its signature. ``batching`` merges
         requests that arrive together into one call (``tfhost.batching``); its
         ``max_batch_size = "auto"`` is measured after the warm-up, before ``prepare``.
+        ``jit_compile=True`` compiles every signature with XLA (TF2 SavedModels and Keras
+        models; ``tfhost.formats.jit`` says what changes).
 
         Raises the load's error (FormatError, LoadError, ...) after recording the
         version as FAILED; every other model keeps serving.
@@ -422,8 +425,12 @@ class Host:
             raise InputError(
                 f"model {name!r}: batching= takes a BatchingSettings, got {type(batching).__name__}"
             )
+        if not isinstance(jit_compile, bool):
+            raise InputError(
+                f"model {name!r}: jit_compile= takes True or False, got {jit_compile!r}"
+            )
         options = LoadOptions(
-            dict(custom_objects or {}), tuple(preload), dict(format_options), warmup
+            dict(custom_objects or {}), tuple(preload), dict(format_options), warmup, jit_compile
         )
         path = Path(path)
         if not path.exists():

@@ -99,3 +99,5 @@ class LoadOptions:
     # Replay TF Serving's assets.extra/tf_serving_warmup_requests, when there, before
     # serving; "synthetic": one call of serving_default on inputs made from its signature.
     warmup: Warmup = True
+    # Compile every signature with XLA (formats/jit.py); TF2 functions only.
+    jit_compile: bool = False

@@ -184,6 +184,7 @@ class ModelConfig:
     lazy: bool = False
     pinned: bool = False
     warmup: Warmup = True
+    jit_compile: bool = False
     worker: WorkerSettings | None = None
     batching: BatchingSettings | Literal[False] | None = None
 
@@ -232,7 +233,7 @@ class ModelConfig:
             raise ConfigError(
                 f'must be true, false or "synthetic", got {self.warmup!r}', key="warmup"
             )
-        for flag in ("lazy", "pinned"):
+        for flag in ("lazy", "pinned", "jit_compile"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"must be true or false, got {getattr(self, flag)!r}", key=flag)
         if self.worker is not None and not isinstance(self.worker, WorkerSettings):
@@ -543,7 +544,7 @@ def _local_path(base: Path, value: str) -> Path:
 # model's own), nor format options (each format takes its own; Host.load refuses others).
 _DEFAULT_KEYS = frozenset(
     {"isolation", "version_policy", "lazy", "pinned", "warmup", "worker", "custom_objects"}
-    | {"preload", "batching"}
+    | {"preload", "batching", "jit_compile"}
 )
 # Keys of [models.NAME], besides the format options, which may also be written directly.
 _MODEL_KEYS = _DEFAULT_KEYS | {"path", "group", "labels", "format_options"}
@@ -707,7 +708,7 @@ class _Toml:
                 values[name] = self.preload(value, key)
             elif name == "warmup" and value == "synthetic":
                 values[name] = value
-            elif name in ("lazy", "pinned", "warmup"):
+            elif name in ("lazy", "pinned", "warmup", "jit_compile"):
                 values[name] = self.boolean(value, key)
             elif name == "worker":
                 values[name] = self.worker(value, key)

@@ -595,6 +595,7 @@ class Fleet:
                 group=source.group,
                 worker=source.worker,
                 warmup=source.warmup,
+                jit_compile=source.jit_compile,
                 batching=self.settings.batching
                 if source.batching is None
                 else source.batching or None,

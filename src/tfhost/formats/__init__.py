@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 
+from tfhost.errors import InputError
 from tfhost.formats.detect import detect
 from tfhost.formats.options import checked
 from tfhost.formats.runtime import import_tensorflow
@@ -16,6 +17,9 @@ from tfhost.servable import Servable
 from tfhost.specs import Artifact, Format, LoadOptions
 
 __all__ = ["detect", "load", "loading_lock"]
+
+# Formats that run in a TF1 graph and session, not as TF2 functions.
+_SESSION_FORMATS = frozenset({Format.TF1_SAVED_MODEL, Format.FROZEN_GRAPH})
 
 
 def loading_lock() -> threading.RLock:
@@ -31,7 +35,7 @@ def load(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
     """Open ``artifact`` the way its format needs, and replay its warm-up requests (TF
     Serving's ``assets.extra``) unless ``options.warmup`` is off. Raises FormatError or
     LoadError, and InputError for a format option the format does not take
-    (formats/options.py)."""
+    (formats/options.py) or ``jit_compile`` for a graph-mode format."""
     servable = _open(name, artifact, options)
     if options.warmup and (artifact.path.is_dir() or options.warmup == "synthetic"):
         from tfhost.formats.warmup import warm_up
@@ -46,6 +50,13 @@ def load(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
 
 def _open(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
     extra = checked(name, artifact.format, options.format_options)
+    if options.jit_compile and artifact.format in _SESSION_FORMATS:
+        raise InputError(
+            f"model {name!r}: jit_compile compiles TF2 functions (TF2 SavedModels, Keras); "
+            f"a {artifact.format.value} runs in a TF1 session, where XLA is TensorFlow's "
+            f"process-wide auto-clustering (TF_XLA_FLAGS='--tf_xla_auto_jit=2 "
+            f"--tf_xla_cpu_global_jit'); load it without jit_compile"
+        )
     import_tensorflow()
     from tfhost.formats.common import preload
 
@@ -62,7 +73,9 @@ def _open(name: str, artifact: Artifact, options: LoadOptions) -> Servable:
     if fmt in (Format.KERAS, Format.KERAS_H5):
         from tfhost.formats.keras import load_keras
 
-        return load_keras(name, path, fmt, options.custom_objects, extra)
+        return load_keras(
+            name, path, fmt, options.custom_objects, extra, jit_compile=options.jit_compile
+        )
     from tfhost.formats.eager import load_saved_model
 
-    return load_saved_model(name, path, fmt, extra)
+    return load_saved_model(name, path, fmt, extra, jit_compile=options.jit_compile)

@@ -66,11 +66,16 @@ class Entry:
     function: Any
     positional: tuple[str, ...] | None = None
 
+    def arguments(self, inputs: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``inputs`` as the function's positional and keyword arguments."""
+        if self.positional is None:
+            return (), dict(inputs)
+        return tuple(inputs[n] for n in self.positional), {}
+
     def call(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
         """The ordinary call, through TensorFlow's own argument handling: outputs by name."""
-        if self.positional is None:
-            return self.function(**inputs)  # type: ignore[no-any-return]
-        return self.function(*(inputs[n] for n in self.positional))  # type: ignore[no-any-return]
+        args, kwargs = self.arguments(inputs)
+        return self.function(*args, **kwargs)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -125,13 +130,17 @@ class FunctionServable:
         owner: Any,
         *,
         fast_path: bool = True,
+        jit_compile: bool = False,
     ) -> None:
-        """``fast_path=False`` keeps every signature on the ordinary call."""
+        """``fast_path=False`` keeps every signature on the ordinary call; ``jit_compile``
+        compiles every signature with XLA (formats/jit.py)."""
         self.name = name
         self.format = fmt
         self.signatures = {key: entry.spec for key, entry in entries.items()}
         self._calls: dict[str, _Signature] = {}
         for key, entry in entries.items():
+            if jit_compile:
+                entry = _jit_compiled(name, key, entry)
             if fast_path:
                 fast, status = _prepare_fast_path(name, key, entry)
             else:
@@ -188,6 +197,18 @@ class FunctionServable:
         self._owner = None
 
 
+def _jit_compiled(model: str, signature: str, entry: Entry) -> Entry:
+    from tfhost.formats.jit import jit_compiled
+
+    try:
+        markers = {n: tf.convert_to_tensor(v) for n, v in _markers(entry.spec).items()}
+    except _NoFastPath:
+        compiled = jit_compiled(model, signature, entry.function, None)
+    else:
+        compiled = jit_compiled(model, signature, entry.function, entry.arguments(markers))
+    return Entry(entry.spec, compiled, entry.positional)
+
+
 def _spec(name: str, tensor_spec: Any) -> TensorSpec:
     return TensorSpec(name, dtype_name(tensor_spec.dtype), shape_tuple(tensor_spec.shape))
 
@@ -215,9 +236,10 @@ def _dense(function: Any) -> bool:
 
 
 def load_saved_model(
-    name: str, path: Path, fmt: Format, options: Mapping[str, Any]
+    name: str, path: Path, fmt: Format, options: Mapping[str, Any], *, jit_compile: bool = False
 ) -> FunctionServable:
-    """TF2 SavedModel, legacy Keras SavedModel or Keras 3 export, by their signatures."""
+    """TF2 SavedModel, legacy Keras SavedModel or Keras 3 export, by their signatures;
+    ``jit_compile``: compiled by XLA."""
     tags = options.get("tags")
     with loading(name, path):
         loaded = tf.saved_model.load(str(path), tags=tags)
@@ -241,7 +263,7 @@ def load_saved_model(
                 f"and outputs; save it with tf.saved_model.save(obj, path, signatures=...) "
                 f"so it can be served"
             )
-        return FunctionServable(name, fmt, entries, loaded)
+        return FunctionServable(name, fmt, entries, loaded, jit_compile=jit_compile)
 
 
 # -- the fast path -------------------------------------------------------------------
@@ -287,23 +309,17 @@ def _markers(spec: SignatureSpec) -> dict[str, np.ndarray]:
     return markers
 
 
-def _flat_input_order(
-    function: Any, positional: tuple[str, ...] | None, markers: Mapping[str, np.ndarray]
-) -> list[str]:
+def _flat_input_order(entry: Entry, markers: Mapping[str, np.ndarray]) -> list[str]:
     """The input names in the order of the function's flat arguments, as TensorFlow's own
     binding puts them: one distinct tensor per name, bound through ``function_type`` the way
     ``ConcreteFunction.__call__`` binds a call, then found again by identity."""
     from tensorflow.python.eager.polymorphic_function import function_type_utils
 
-    function_type = function.function_type
+    function_type = entry.function.function_type
     if function_type is None:
         raise _NoFastPath("the function has no function_type")
     marks = {name: tf.convert_to_tensor(value) for name, value in markers.items()}
-    if positional is None:
-        args: tuple[Any, ...] = ()
-        kwargs = dict(marks)
-    else:
-        args, kwargs = tuple(marks[n] for n in positional), {}
+    args, kwargs = entry.arguments(marks)
     bound = function_type_utils.canonicalize_function_inputs(args, kwargs, function_type)
     flat = function_type.unpack_inputs(bound)
     by_identity = {id(mark): name for name, mark in marks.items()}
@@ -330,7 +346,7 @@ def _fast_call(entry: Entry, markers: Mapping[str, np.ndarray]) -> _FastCall:
     if flat_outputs != len(function.outputs):
         raise _NoFastPath("the function's flat outputs and its graph's outputs differ in number")
 
-    order = _flat_input_order(function, entry.positional, markers)
+    order = _flat_input_order(entry, markers)
 
     captures: tuple[Any, ...] | None = _static_captures(function)
     n_captures = len(captures if captures is not None else function.captured_inputs)

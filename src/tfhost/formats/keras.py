@@ -43,8 +43,11 @@ def _output_names(model: Any, count: int) -> list[str]:
     return [f"output_{i}" for i in range(count)]
 
 
-def keras_servable(name: str, fmt: Format, model: Any) -> FunctionServable:
-    """Trace ``model`` once into a concrete function: the ``serving_default`` signature."""
+def keras_servable(
+    name: str, fmt: Format, model: Any, *, jit_compile: bool = False
+) -> FunctionServable:
+    """Trace ``model`` once into a concrete function: the ``serving_default`` signature;
+    ``jit_compile``: compiled by XLA."""
     inputs = getattr(model, "inputs", None)
     if not inputs:
         raise FormatError(
@@ -79,7 +82,9 @@ def keras_servable(name: str, fmt: Format, model: Any) -> FunctionServable:
 
     entry = Entry(spec, function, positional=tuple(in_names))
     # The servable keeps the model and the function alive; nothing else refers to them.
-    return FunctionServable(name, fmt, {DEFAULT_SIGNATURE: entry}, (model, function))
+    return FunctionServable(
+        name, fmt, {DEFAULT_SIGNATURE: entry}, (model, function), jit_compile=jit_compile
+    )
 
 
 def _keras3() -> Any:
@@ -99,6 +104,8 @@ def load_keras(
     fmt: Format,
     custom_objects: Mapping[str, Any],
     options: Mapping[str, Any],
+    *,
+    jit_compile: bool = False,
 ) -> FunctionServable:
     safe_mode = bool(options.get("safe_mode", True))
     with loading(name, path):
@@ -111,7 +118,7 @@ def load_keras(
             )
         else:
             model = _load_h5(name, path, custom_objects, safe_mode)
-        return keras_servable(name, fmt, model)
+        return keras_servable(name, fmt, model, jit_compile=jit_compile)
 
 
 def _load_h5(name: str, path: Path, custom_objects: Mapping[str, Any], safe_mode: bool) -> Any:

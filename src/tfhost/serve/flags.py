@@ -56,7 +56,10 @@ UNSUPPORTED: dict[str, str] = {
     "num_tflite_pools": "TensorFlow Lite models are not served",
     "num_tflite_interpreters_per_pool": "TensorFlow Lite models are not served",
     "enable_signature_method_name_check": "not applicable",
-    "xla_cpu_compilation_enabled": "not applicable",
+    "xla_cpu_compilation_enabled": (
+        "functions saved with jit_compile=True are compiled as TensorFlow runs them; "
+        "jit_compile = true per model in tfhost.toml compiles every signature"
+    ),
     "enable_profiler": "the TensorFlow profiler service is not served",
     "thread_pool_factory_config_file": "not applicable",
     "mixed_precision": "not applicable",
