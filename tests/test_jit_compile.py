@@ -8,6 +8,7 @@ every other model keeps serving.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from tfhost.formats.eager import FunctionServable
 from tfhost.specs import LoadOptions
 
 from .conftest import ArtifactMap
+from .serve_support import ServerProcess
 from .test_fast_path import EAGER
 
 OUT_OF_RANGE = {"index": np.array([7, 1], np.int32)}  # the table has 5 rows: 7 is past it
@@ -130,18 +132,54 @@ def test_jit_compile_must_be_a_boolean(gather_model: Path) -> None:
         host.load("m", gather_model, jit_compile="yes")  # type: ignore[arg-type]
 
 
-def test_a_fleet_compiles_the_models_its_config_says(tmp_path: Path, gather_model: Path) -> None:
-    """``[host] jit_compile = true`` compiles every model; a model's own key wins."""
-    import shutil
-
-    repo = tmp_path / "repo"
+def jit_repository(root: Path, gather_model: Path) -> Path:
+    """Two copies of the gather model: ``fast`` compiled by the ``[host]`` default,
+    ``exact`` not, by its own key."""
+    repo = root / "repo"
     for name in ("fast", "exact"):
         shutil.copytree(gather_model, repo / name / "1")
     (repo / "tfhost.toml").write_text(
         "[host]\njit_compile = true\n\n[models.exact]\njit_compile = false\n"
     )
+    return repo
+
+
+def test_a_fleet_compiles_the_models_its_config_says(tmp_path: Path, gather_model: Path) -> None:
+    repo = jit_repository(tmp_path, gather_model)
     settings = FleetSettings(poll_s=0.1, retry_backoff_s=0.2)
     with Fleet(repo, settings=settings).start(timeout=120) as fleet:
         np.testing.assert_array_equal(fleet.predict("fast", OUT_OF_RANGE)["value"], CLAMPED)
         with pytest.raises(TfhostError, match=r"not in \[0, 5\)"):
             fleet.predict("exact", OUT_OF_RANGE)
+        assert {m.name: m.jit_compile for m in fleet.models()} == {"fast": True, "exact": False}
+
+
+def test_tfhost_serve_says_and_runs_xla_as_triton_does(tmp_path: Path, gather_model: Path) -> None:
+    """Triton's TensorFlow backend takes XLA as ``optimization.graph.level = 1``: the V2
+    config says it, over REST and gRPC, and an inference shows XLA's clamped gather."""
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    repo = jit_repository(tmp_path, gather_model)
+    with ServerProcess([str(repo)]) as server:
+        assert server.rest is not None and server.grpc is not None
+        rest = triton_http.InferenceServerClient(server.rest.removeprefix("http://"))
+        grpc = triton_grpc.InferenceServerClient(server.grpc)
+        try:
+            for name, level in (("fast", 1), ("exact", 0)):
+                # Unset, the graph message is left out of the JSON, as Triton prints it.
+                optimization = rest.get_model_config(name)["optimization"]
+                assert optimization.get("graph", {"level": 0})["level"] == level, name
+                proto = grpc.get_model_config(name).config
+                assert proto.optimization.graph.level == level, name
+            assert "graph" not in rest.get_model_config("exact")["optimization"]
+            index = triton_http.InferInput("index", [2], "INT32")
+            index.set_data_from_numpy(OUT_OF_RANGE["index"])
+            result = rest.infer("fast", [index])
+            np.testing.assert_array_equal(result.as_numpy("value"), CLAMPED)
+            with pytest.raises(InferenceServerException, match=r"not in \[0, 5\)"):
+                rest.infer("exact", [index])
+        finally:
+            rest.close()
+            grpc.close()

@@ -118,6 +118,7 @@ class ModelInfo:
     load_seconds: float | None = None
     restarts: int = 0
     batching: BatchingStats | None = None  # when its requests are batched
+    jit_compile: bool = False  # its signatures are compiled by XLA
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +138,7 @@ class ModelInfo:
             "load_seconds": self.load_seconds,
             "restarts": self.restarts,
             "batching": None if self.batching is None else self.batching.to_dict(),
+            "jit_compile": self.jit_compile,
         }
 
 
@@ -225,6 +227,7 @@ class _Version:
             load_seconds=self.load_seconds,
             restarts=self.restarts,
             batching=self.cell.stats() if isinstance(self.cell, BatchingCell) else None,
+            jit_compile=self.options.jit_compile,
         )
 
 

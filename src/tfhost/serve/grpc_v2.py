@@ -53,7 +53,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     def ModelConfig(self, request: Any, context: grpc.ServicerContext) -> Any:
         async def config() -> Any:
             view = await v2.model_view(self._plane, request.name, v2.parse_version(request.version))
-            return codec.model_config_grpc(view.name, view.signature, platform=view.platform)
+            return codec.model_config_grpc(
+                view.name, view.signature, platform=view.platform, jit_compile=view.jit_compile
+            )
 
         return answer(context, config(), "ModelConfig")
 

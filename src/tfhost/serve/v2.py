@@ -58,6 +58,7 @@ class ModelView:
     versions: tuple[str, ...]
     platform: str
     signature: SignatureSpec
+    jit_compile: bool = False
 
 
 def parse_version(version: str | None) -> int | None:
@@ -97,7 +98,7 @@ async def model_view(plane: Plane, name: str, version: int | None) -> ModelView:
             versions = (str(version),)
         (info,) = plane.fleet.host.status(name, handle.id.version)
         platform = _PLATFORMS.get(info.format, "tensorflow") if info.format else "tensorflow"
-        return ModelView(name, versions, platform, signature)
+        return ModelView(name, versions, platform, signature, info.jit_compile)
     finally:
         handle.release()
 
@@ -218,7 +219,11 @@ async def model_ready_route(plane: Plane, request: Request) -> Response:
 async def model_config(plane: Plane, request: Request) -> Response:
     name, version = _name_version(request)
     view = await model_view(plane, name, version)
-    return _json(codec.model_config(view.name, view.signature, platform=view.platform))
+    return _json(
+        codec.model_config(
+            view.name, view.signature, platform=view.platform, jit_compile=view.jit_compile
+        )
+    )
 
 
 async def stats(plane: Plane, request: Request) -> Response:

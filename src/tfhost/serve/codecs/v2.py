@@ -937,12 +937,14 @@ def model_config_proto(
     versions: Sequence[int | str] | None = None,
     instance_count: int = 1,
     dynamic_batching: bool = False,
+    jit_compile: bool = False,
 ) -> Any:
     """The ``ModelConfig`` Triton would hold for the model after filling in its defaults.
 
     ``max_batch_size > 0`` says the first dimension of every tensor is the batch and is left
     out of ``dims``. ``versions``: the versions served (a ``specific`` version policy);
-    None: Triton's default, the latest one.
+    None: Triton's default, the latest one. ``jit_compile`` is said as Triton's
+    TensorFlow backend takes XLA: ``optimization.graph.level = 1``.
     """
     c = model_config_pb2
     batched = max_batch_size > 0
@@ -975,6 +977,8 @@ def model_config_proto(
     config.optimization.priority = c.ModelOptimizationPolicy.PRIORITY_DEFAULT
     config.optimization.input_pinned_memory.enable = True
     config.optimization.output_pinned_memory.enable = True
+    if jit_compile:
+        config.optimization.graph.level = 1
     config.model_transaction_policy.SetInParent()
     if dynamic_batching:
         config.dynamic_batching.SetInParent()
