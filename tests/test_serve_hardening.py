@@ -3,6 +3,7 @@ timeouts, SIGTERM drains, TF Serving's one-model command line, broken models."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -30,7 +31,7 @@ TOKEN = "s3cret"
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, toolbox: Path) -> Iterator[ServerProcess]:
     """A server with a token, a 1 KiB body limit, a 1 KiB answer limit, 2 requests in
-    flight and 1 s timeouts."""
+    flight and 1 s timeouts (request and body)."""
     repo = tmp_path_factory.mktemp("guarded") / "models"
     shutil.copytree(toolbox, repo / "toolbox" / "1")
     shutil.copytree(TF_SERVING_DATA / "saved_model_half_plus_two_cpu", repo / "half_plus_two")
@@ -38,7 +39,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, toolbox: Path) -> Iterator
     (repo / "broken" / "1").mkdir(parents=True)
     (repo / "broken" / "1" / "saved_model.pb").write_bytes(b"not a protobuf")
     args = [str(repo), "--token", TOKEN, "--max-body", "1KiB", "--max-response", "1KiB"]
-    args += ["--max-in-flight", "2"]
+    args += ["--max-in-flight", "2", "--body-timeout", "1"]
     with ServerProcess([*args, "--rest_api_timeout_in_ms=1000"]) as process:
         yield process
         assert process.terminate() == 0, process.log()
@@ -113,6 +114,68 @@ def test_a_huge_body_is_413_and_the_server_keeps_serving(guarded: ServerProcess)
         assert "over the limit of 1024" in answer.json()["error"]
         ok = client.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
         assert ok.json() == {"predictions": [2.5]}
+
+
+def test_a_body_that_stops_arriving_is_refused_and_the_server_keeps_serving(
+    guarded: ServerProcess,
+) -> None:
+    """A Content-Length of 100 and 10 bytes sent: 408 with a JSON error once the body has
+    stopped for --body-timeout (1 s), for every route that reads a body."""
+    assert guarded.rest is not None
+    host, port = guarded.rest.removeprefix("http://").split(":")
+    for path in (
+        "/v1/models/half_plus_two:predict",
+        "/v2/models/toolbox/infer",
+        "/v2/repository/index",
+    ):
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n".encode()
+                + b'{"instanc'
+            )
+            started = time.monotonic()
+            head, _, body = _read_response(conn).partition(b"\r\n\r\n")
+            waited = time.monotonic() - started
+        assert head.startswith(b"HTTP/1.1 408"), (path, head)
+        assert b"stopped arriving" in body and b"after 9 bytes of the 100" in body, body
+        assert waited < 20, waited  # refused by the server's timer, not by this socket's
+    # The pause between reads is timed, not the whole body: three chunks 0.6 s apart
+    # (1.8 s in all, over the 1 s timeout) are one good request.
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(
+            f"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        for part in (b'{"instances"', b": [1.0]", b"}"):
+            time.sleep(0.6)
+            conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        conn.sendall(b"0\r\n\r\n")
+        head, _, body = _read_response(conn).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(body) == {"predictions": [2.5]}
+
+
+def _read_response(conn: socket.socket) -> bytes:
+    """One HTTP response, headers and Content-Length body, as far as ``conn`` gives it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def test_an_answer_over_the_limit_is_refused_and_the_server_keeps_serving(

@@ -610,6 +610,12 @@ def serve(
         str,
         typer.Option("--max-response", help="Largest answer a model may give (refused beyond)."),
     ] = "256MiB",
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout", help="Seconds a request body may stop arriving (408 beyond)."
+        ),
+    ] = 30.0,
     max_in_flight: Annotated[
         int, typer.Option(help="Requests in flight at once; beyond, 503 / UNAVAILABLE.")
     ] = 256,
@@ -714,6 +720,7 @@ def serve(
         timeout_ms=timeout_ms,
         max_body=max_body,
         max_response=max_response,
+        body_timeout_s=body_timeout,
         max_in_flight=max_in_flight,
         grpc_threads=grpc_threads,
         grpc_running_calls=grpc_running_calls,

@@ -36,6 +36,7 @@ OPTIONS: dict[str, tuple[str, type]] = {
     "request_timeout_ms": ("timeout_ms", int),
     "max_body": ("max_body", str),
     "max_response": ("max_response", str),
+    "body_timeout_s": ("body_timeout_s", float),
     "max_in_flight": ("max_in_flight", int),
     "poll_seconds": ("poll_seconds", float),
     "max_load_retries": ("max_load_retries", int),

@@ -41,6 +41,7 @@ class ServeOptions:
     timeout_ms: int | None = None
     max_body: str = "64MiB"
     max_response: str = "256MiB"
+    body_timeout_s: float = 30.0
     max_in_flight: int = 256
     grpc_threads: int | None = None  # None: workers.default_threads()
     grpc_running_calls: int | None = None  # None: workers.default_running()
@@ -88,6 +89,7 @@ def serve_settings(options: ServeOptions) -> ServeSettings:
         grpc_port=options.grpc_port,
         max_body_bytes=_size(options.max_body, "--max-body"),
         max_response_bytes=_size(options.max_response, "--max-response"),
+        body_timeout_s=options.body_timeout_s,
         request_timeout_s=None if options.timeout_ms is None else options.timeout_ms / 1000,
         max_in_flight=options.max_in_flight,
         token=options.token,

@@ -25,7 +25,8 @@ from tfhost.serve import v2 as v2_api
 from tfhost.serve.codecs import tfs_json
 from tfhost.serve.metrics import CONTENT_TYPE
 from tfhost.serve.plane import Plane
-from tfhost.serve.status import BodyTooLarge, http_status
+from tfhost.serve.settings import ServeSettings
+from tfhost.serve.status import BodyTimeout, BodyTooLarge, http_status
 
 _log = logging.getLogger("tfhost.serve")
 
@@ -167,7 +168,7 @@ class _Inference:
         plane = self._plane
         try:
             name, version, label, method = match.groups()
-            body = await read_body(scope, receive, plane.settings.max_body_bytes)
+            body = await read_body(scope, receive, plane.settings)
             spec = tfs.model_spec(name, version, label)
             content = await tfs.METHODS[method.lower()](plane, spec, body)
             status = 200
@@ -185,7 +186,7 @@ class _Inference:
                 content, status = _v2_error_json(_not_allowed_text(method, scope["path"])), 405
             else:
                 name, version = match.group(1), v2_api.parse_version(match.group(2))
-                body = await read_body(scope, receive, plane.settings.max_body_bytes)
+                body = await read_body(scope, receive, plane.settings)
                 header = _header(scope, b"inference-header-content-length")
                 content, length = await v2_api.infer_rest(plane, name, version, body, header)
                 status = 200
@@ -221,8 +222,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The body, refused past ``limit`` bytes before more than that is read."""
+async def read_body(scope: Scope, receive: Receive, settings: ServeSettings) -> bytes:
+    """The body, refused past ``settings.max_body_bytes`` before more than that is read,
+    and when it stops arriving for ``settings.body_timeout_s``."""
+    limit = settings.max_body_bytes
     length = _header(scope, b"content-length")
     if length is not None:
         try:
@@ -233,18 +236,31 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             raise BodyTooLarge(f"request body of {size} bytes is over the limit of {limit}")
     chunks: list[bytes] = []
     total = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            # Nobody will read the answer; an error, so nothing runs and nothing is logged.
-            raise InputError("the client went away before sending the whole body")
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    # One timer, moved on after each chunk: a pause between reads is timed, not the whole
+    # body (a big body on a slow link is fine). No task per read: about 7 us a request.
+    loop = asyncio.get_running_loop()
+    idle = settings.body_timeout_s
+    try:
+        async with asyncio.timeout(idle) as timer:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    # Nobody will read the answer; an error, so nothing runs or is logged.
+                    raise InputError("the client went away before sending the whole body")
+                chunk = message.get("body", b"")
+                total += len(chunk)
+                if total > limit:
+                    raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                timer.reschedule(loop.time() + idle)
+    except TimeoutError:
+        announced = "" if length is None else f" of the {length} its Content-Length announced"
+        raise BodyTimeout(
+            f"the request body stopped arriving: nothing for {idle:g} s after {total} "
+            f"bytes{announced}"
+        ) from None
 
 
 # -- TensorFlow Serving ---------------------------------------------------------------------

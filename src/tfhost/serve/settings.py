@@ -24,6 +24,10 @@ class ServeSettings:
     # encoded: JSON takes about ten times an answer's bytes, and one answer must not be
     # able to take the server, and every model on it, out of memory.
     max_response_bytes: int = 256 << 20
+    # A request body that stops arriving for this long is refused (408): a client that
+    # sends a Content-Length and then too little would hold its connection, and its slot
+    # in flight, for ever (uvicorn has no body timeout). nginx's client_body_timeout.
+    body_timeout_s: float = 30.0
     request_timeout_s: float | None = None  # --rest_api_timeout_in_ms; None: the host's
     # Requests admitted at once, every protocol together; beyond, 503 / UNAVAILABLE at
     # once, so a flood costs a refusal each rather than memory.
@@ -61,6 +65,8 @@ class ServeSettings:
         ):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.body_timeout_s <= 0:
+            raise InputError(f"body_timeout_s must be positive, got {self.body_timeout_s}")
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
             raise InputError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
         if self.token is not None and not self.token:

@@ -6,7 +6,7 @@ from typing import Final
 
 import grpc
 
-from tfhost.errors import Code, ModelError, ResourceExhausted, TfhostError
+from tfhost.errors import Code, InputError, ModelError, ResourceExhausted, TfhostError
 
 # As TensorFlow Serving's http_server.cc maps its codes.
 _HTTP: Final = {
@@ -37,6 +37,10 @@ class BodyTooLarge(ResourceExhausted):
     """A request body over ``ServeSettings.max_body_bytes`` (HTTP 413)."""
 
 
+class BodyTimeout(InputError):
+    """A request body that stopped arriving for ``ServeSettings.body_timeout_s`` (HTTP 408)."""
+
+
 class ResponseTooLarge(ResourceExhausted):
     """A model's answer over ``ServeSettings.max_response_bytes``: the server's limit, not
     the request's fault (HTTP 500; gRPC RESOURCE_EXHAUSTED, as grpcio says of a message
@@ -52,6 +56,8 @@ def code_of(error: TfhostError) -> Code:
 def http_status(error: TfhostError) -> int:
     if isinstance(error, BodyTooLarge):
         return 413
+    if isinstance(error, BodyTimeout):
+        return 408
     if isinstance(error, ResponseTooLarge):
         return 500
     return _HTTP[code_of(error)]

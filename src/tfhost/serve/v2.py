@@ -253,7 +253,7 @@ async def infer_rest(
 async def repository_index_route(plane: Plane, request: Request) -> Response:
     from tfhost.serve.rest import json_body, read_body
 
-    body = await read_body(request.scope, request.receive, plane.settings.max_body_bytes)
+    body = await read_body(request.scope, request.receive, plane.settings)
     ready_only = False
     if body.strip():
         parsed = json_body(body)
@@ -278,6 +278,6 @@ async def repository_unload(plane: Plane, request: Request) -> Response:
 async def _repository_request(plane: Plane, request: Request, action: str) -> None:
     from tfhost.serve.rest import json_body, read_body
 
-    body = await read_body(request.scope, request.receive, plane.settings.max_body_bytes)
+    body = await read_body(request.scope, request.receive, plane.settings)
     if body.strip():
         codec.check_repository_request(action, json_body(body))
