@@ -333,7 +333,13 @@ def test_v2_repository_unload_and_load(
     triton.unload_model("half_plus_three")
     assert not triton.is_model_ready("half_plus_three")
     index = {e["name"]: e for e in triton.get_model_repository_index()}
-    assert index["half_plus_three"]["state"] == "UNAVAILABLE"
+    # As Triton: the version it served is still named, with why it is not.
+    assert index["half_plus_three"] == {
+        "name": "half_plus_three",
+        "version": "123",
+        "state": "UNAVAILABLE",
+        "reason": "unloaded",
+    }
     # Requests for it are refused at once, not held for a load nothing will start.
     body = {"instances": [1.0]}
     answer = rest.post("/v1/models/half_plus_three:predict", json=body, timeout=10)

@@ -160,7 +160,8 @@ class Fleet:
         self._loop: threading.Thread | None = None
         self._evictions = 0
         self._given = config  # a config given to reload(), over the file's
-        self._held: set[str] = set()  # models unloaded on request, until loaded again
+        # Models unloaded on request, until loaded again: the versions they served then.
+        self._held: dict[str, tuple[int, ...]] = {}
 
     # -- life ----------------------------------------------------------------------
 
@@ -320,8 +321,11 @@ class Fleet:
         """Unload every version of ``name`` and keep it unloaded, whatever the repository
         holds, until ``load_model`` (the KServe V2 / Triton repository extension)."""
         self._configured(name)
+        served = tuple(
+            sorted(i.version for i in self.host.status(name) if i.state is State.AVAILABLE)
+        )
         with self._lock:
-            self._held.add(name)
+            self._held[name] = self._held.get(name) or served
         self._cycle()
 
     def load_model(self, name: str) -> None:
@@ -329,7 +333,7 @@ class Fleet:
         AVAILABLE (loading it now if it is lazy); its load error if it fails."""
         self._configured(name)
         with self._lock:
-            self._held.discard(name)
+            self._held.pop(name, None)
         self._cycle()
         with self.acquire(name):
             pass
@@ -349,10 +353,11 @@ class Fleet:
             config = self._config
         return config is not None and (name in config.models or name in config.pipelines)
 
-    def held(self) -> frozenset[str]:
-        """The models ``unload_model`` keeps unloaded."""
+    def held(self) -> dict[str, tuple[int, ...]]:
+        """The models ``unload_model`` keeps unloaded, with the versions they served when
+        it was asked (Triton's repository index still names them)."""
         with self._lock:
-            return frozenset(self._held)
+            return dict(self._held)
 
     def _configured(self, name: str) -> None:
         with self._lock:

@@ -172,9 +172,13 @@ def repository_index(plane: Plane, ready_only: bool) -> list[codec.RepositoryEnt
     if not ready_only:
         held = fleet.held()
         for name in fleet.configured():
-            if name not in seen:
-                reason = "unloaded" if name in held else "not loaded"
-                entries.append(codec.RepositoryEntry(name, "", "UNAVAILABLE", reason))
+            if name in seen:
+                continue
+            if name not in held:
+                entries.append(codec.RepositoryEntry(name, "", "UNAVAILABLE", "not loaded"))
+                continue
+            for version in held[name] or ("",):  # as Triton: the versions it served
+                entries.append(codec.RepositoryEntry(name, str(version), "UNAVAILABLE", "unloaded"))
     return entries
 
 
