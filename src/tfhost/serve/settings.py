@@ -62,11 +62,10 @@ class ServeSettings:
             "max_in_flight",
             "grpc_threads",
             "grpc_running_calls",
+            "body_timeout_s",
         ):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:  # NaN too
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.body_timeout_s <= 0:
-            raise InputError(f"body_timeout_s must be positive, got {self.body_timeout_s}")
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
             raise InputError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
         if self.token is not None and not self.token:
