@@ -65,6 +65,20 @@ def strings_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def py_function_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TF2 SavedModel whose signature runs Python inside (no XLA kernel)."""
+    module = tf.Module()
+    module.double = tf.function(
+        lambda x: {"y": tf.py_function(lambda a: a * 2.0, [x], tf.float32)},
+        input_signature=[tf.TensorSpec([None], tf.float32, name="x")],
+        autograph=False,
+    )
+    path = tmp_path_factory.mktemp("jit") / "py_function"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.double})
+    return path
+
+
 @pytest.mark.parametrize("fmt", EAGER, ids=lambda f: f.value)
 def test_every_eager_format_compiles_and_answers_as_before(
     fmt: Format, artifacts: ArtifactMap
@@ -108,13 +122,21 @@ def test_a_signature_xla_cannot_compile_refuses_the_load(
             host.load("strings", strings_model, jit_compile=True)
         message = str(info.value)
         assert "signature 'length'" in message
-        assert "XLA cannot compile it" in message
+        assert "input 'text' is a string tensor" in message
         assert "without jit_compile" in message
         assert [m.state for m in host.status("strings")] == [State.FAILED]
         assert host.predict("other", {"index": np.array([2], np.int32)})["value"][0] == 20.0
         host.load("strings", strings_model)  # without XLA the same artifact serves
         got = host.predict("strings", {"text": np.array([b"abc"], object)}, signature="length")
         assert got["length"].tolist() == [3]
+
+
+def test_an_op_without_an_xla_kernel_is_named(py_function_model: Path) -> None:
+    with Host() as host:
+        with pytest.raises(LoadError, match="XLA cannot compile it: EagerPyFunc has no XLA"):
+            host.load("py", py_function_model, jit_compile=True)
+        host.load("py", py_function_model)
+        np.testing.assert_array_equal(host.predict("py", {"x": np.ones(2, np.float32)})["y"], 2.0)
 
 
 @pytest.mark.parametrize("fmt", [Format.TF1_SAVED_MODEL, Format.FROZEN_GRAPH])

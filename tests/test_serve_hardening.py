@@ -24,6 +24,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.serve_support import TF_SERVING_DATA, ServerProcess
+from tfhost import InputError
+from tfhost.serve.command import ServeOptions, serve_settings
 
 TOKEN = "s3cret"
 
@@ -119,8 +121,9 @@ def test_a_huge_body_is_413_and_the_server_keeps_serving(guarded: ServerProcess)
 def test_a_body_that_stops_arriving_is_refused_and_the_server_keeps_serving(
     guarded: ServerProcess,
 ) -> None:
-    """A Content-Length of 100 and 10 bytes sent: 408 with a JSON error once the body has
-    stopped for --body-timeout (1 s), for every route that reads a body."""
+    """A Content-Length of 100 and 9 bytes sent: 408 with a JSON error, closing the
+    connection, once the body has stopped for --body-timeout (1 s), on every route that
+    reads a body."""
     assert guarded.rest is not None
     host, port = guarded.rest.removeprefix("http://").split(":")
     for path in (
@@ -138,6 +141,8 @@ def test_a_body_that_stops_arriving_is_refused_and_the_server_keeps_serving(
             head, _, body = _read_response(conn).partition(b"\r\n\r\n")
             waited = time.monotonic() - started
         assert head.startswith(b"HTTP/1.1 408"), (path, head)
+        # The rest of that body may still come: the connection is not reused for it.
+        assert b"\r\nconnection: close" in head.lower(), head
         assert b"stopped arriving" in body and b"after 9 bytes of the 100" in body, body
         assert waited < 20, waited  # refused by the server's timer, not by this socket's
     # The pause between reads is timed, not the whole body: three chunks 0.6 s apart
@@ -154,6 +159,13 @@ def test_a_body_that_stops_arriving_is_refused_and_the_server_keeps_serving(
         head, _, body = _read_response(conn).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert json.loads(body) == {"predictions": [2.5]}
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_a_body_timeout_that_is_not_positive_is_refused_by_its_flag(bad: float) -> None:
+    with pytest.raises(InputError, match=f"--body-timeout must be a positive number .* {bad}"):
+        serve_settings(ServeOptions(None, body_timeout_s=bad))
+    assert serve_settings(ServeOptions(None, body_timeout_s=2.5)).body_timeout_s == 2.5
 
 
 def _read_response(conn: socket.socket) -> bytes:

@@ -17,15 +17,17 @@ Opt-in, because of that and because XLA is not TensorFlow's kernels:
   unloaded (about 0.3 MiB per compiled shape of a small MLP here, measured over 30 load,
   predict and unload cycles); a process-isolated model gives it back with its worker.
 
-The last is checked at load, without running the model: the signature is lowered to XLA's
-HLO on the signature's markers (the shapes with ``None`` dimensions as 1), and a signature
-with an op XLA cannot compile refuses the load, naming the op. Other lowering failures
+The last is checked at load, without running the model: a signature taking strings
+refuses the load, naming the input; the others are lowered to XLA's HLO on the
+signature's markers (the shapes with ``None`` dimensions as 1), and one with an op XLA
+cannot compile refuses the load, naming the op. Other lowering failures
 (a marker shape the model cannot take) only warn: real inputs may well compile.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,8 +38,12 @@ from tfhost.errors import LoadError
 _log = logging.getLogger(__name__)
 
 # How TensorFlow words an op without an XLA kernel (tf2xla's "Detected unsupported
-# operations when trying to compile graph ..."), the one failure that no input can fix.
+# operations when trying to compile graph G on XLA_CPU_JIT: OP (No registered 'OP'
+# OpKernel ..."), the one failure that no input can fix.
 _UNSUPPORTED = "unsupported operations"
+_OP = re.compile(r"(\w+) \(No registered '")
+# XLA takes tensors of numbers and booleans only.
+_NOT_XLA = frozenset({"string", "variant", "resource"})
 
 
 def jit_compiled(
@@ -48,8 +54,15 @@ def jit_compiled(
 ) -> Any:
     """``function`` (a concrete function) compiled by XLA, as a concrete function with the
     same arguments and outputs. ``markers`` (args, kwargs) check it lowers; None skips that."""
-    compiled = tf.function(function, jit_compile=True, autograph=False)
     args, kwargs = function.structured_input_signature
+    for spec in (*args, *kwargs.values()):
+        if spec.dtype.name in _NOT_XLA:
+            raise LoadError(
+                f"model {model!r} signature {signature!r}: XLA cannot compile it: input "
+                f"{spec.name!r} is a {spec.dtype.name} tensor, and XLA takes numbers and "
+                f"booleans only; load it without jit_compile"
+            )
+    compiled = tf.function(function, jit_compile=True, autograph=False)
     concrete = compiled.get_concrete_function(*args, **kwargs)
     if markers is None:
         _log.info(
@@ -63,11 +76,13 @@ def jit_compiled(
     try:
         compiled.experimental_get_compiler_ir(*marker_args, **marker_kwargs)(stage="hlo")
     except Exception as exc:  # TensorFlow raises ValueError or an OpError, by version
-        reason = str(exc).strip().splitlines()[0][:600] if str(exc).strip() else repr(exc)
+        text = str(exc).strip().removeprefix("Failed getting HLO text: '")
+        reason = text.splitlines()[0][:600] if text else repr(exc)
         if _UNSUPPORTED in reason:
+            ops = ", ".join(dict.fromkeys(_OP.findall(reason))) or "an op"
             raise LoadError(
-                f"model {model!r} signature {signature!r}: XLA cannot compile it "
-                f"({reason}); load it without jit_compile"
+                f"model {model!r} signature {signature!r}: XLA cannot compile it: {ops} "
+                f"has no XLA kernel; load it without jit_compile (TensorFlow: {reason})"
             ) from None
         _log.warning(
             "model %r signature %r: XLA could not lower it on inputs shaped by its "

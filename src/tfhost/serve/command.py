@@ -83,6 +83,10 @@ def run(options: ServeOptions, console: Console) -> None:
 
 def serve_settings(options: ServeOptions) -> ServeSettings:
     """How the server listens and guards itself (every replica's, on Ray)."""
+    if not options.body_timeout_s > 0:  # NaN too
+        raise InputError(
+            f"--body-timeout must be a positive number of seconds, got {options.body_timeout_s}"
+        )
     return ServeSettings(
         host=options.host,
         rest_port=options.rest_port,

@@ -174,6 +174,8 @@ class _Inference:
             status = 200
         except Exception as exc:
             content, status = _tfs_failure(exc, f"POST {scope['path']}")
+            await _reply(send, status, content, extra=_CLOSE if _closes(exc) else None)
+            return
         await _reply(send, status, content)
 
     async def _v2(self, match: re.Match[str], scope: Scope, receive: Receive, send: Send) -> None:
@@ -195,10 +197,21 @@ class _Inference:
                     extra.append((b"inference-header-content-length", str(length).encode()))
         except Exception as exc:
             content, status = _v2_failure(exc, f"{method} {scope['path']}")
+            extra = _CLOSE if _closes(exc) else []
         await _reply(send, status, content, media_type, extra)
 
 
 _JSON_BYTES = JSON.encode()
+
+
+def _closes(exc: Exception) -> bool:
+    """Whether the answer to what raised ``exc`` closes the connection: a body that
+    stopped arriving may still come, and would be read as the next request (RFC 9110
+    15.5.9: a 408 says ``Connection: close``)."""
+    return isinstance(exc, BodyTimeout)
+
+
+_CLOSE = [(b"connection", b"close")]
 
 
 async def _reply(
@@ -310,7 +323,8 @@ def _v2(plane: Plane, handler: V2Handler) -> Callable[[Request], Awaitable[Respo
             return await handler(plane, request)
         except Exception as exc:
             content, status = _v2_failure(exc, f"{request.method} {request.url.path}")
-            return Response(content, status, media_type=JSON)
+            close = {"connection": "close"} if _closes(exc) else None
+            return Response(content, status, close, media_type=JSON)
 
     return route
 
