@@ -242,6 +242,28 @@ def test_models_that_do_not_say_take_the_hosts_default_isolation(
         assert scale_of(fleet.predict("a", {"x": SAMPLE_X})) == 1.0
 
 
+def test_a_changed_load_setting_is_said_and_the_serving_version_kept(
+    repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A version keeps what it was loaded with; a config that changes that says so
+    rather than seeming to take effect."""
+    (repo / "tfhost.toml").write_text("[models.m]\njit_compile = false\n")
+    with Fleet(repo, settings=FAST).start(timeout=120) as fleet:
+        (repo / "tfhost.toml").write_text("[models.m]\njit_compile = true\nlazy = false\n")
+        with caplog.at_level("WARNING", logger="tfhost.fleet"):
+            fleet.reload()
+        said = [r.getMessage() for r in caplog.records if "changes" in r.getMessage()]
+        assert said == [
+            "config: model 'm' changes jit_compile; the versions it serves keep what they "
+            "were loaded with until they load again (a new version, or a V2 repository "
+            "unload and load)"
+        ]
+        serving = [m for m in fleet.models() if m.state is State.AVAILABLE]
+        assert 2 in [m.version for m in serving]
+        assert not any(m.jit_compile for m in serving)
+        assert scale_of(fleet.predict("m", {"x": SAMPLE_X})) == 2.0
+
+
 def test_an_unknown_default_isolation_is_refused() -> None:
     with pytest.raises(InputError, match="default_isolation must be 'inline' or 'process'"):
         HostSettings(default_isolation="weird")

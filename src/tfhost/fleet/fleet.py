@@ -417,12 +417,22 @@ class Fleet:
                 raise
             return
         with self._lock:
+            previous = self._config
             if self._scanner is None:  # what is there at start-up is served
                 self._scanner = Scanner(config, trust_first_scan=True)
             elif self._config != config:
                 self._scanner.update(config)
             self._config = config
             self._config_error = None
+        if previous is not None and previous != config:
+            for name, keys in load_changes(previous, config).items():
+                _log.warning(
+                    "config: model %r changes %s; the versions it serves keep what they "
+                    "were loaded with until they load again (a new version, or a V2 "
+                    "repository unload and load)",
+                    name,
+                    ", ".join(keys),
+                )
 
     def _cycle(self) -> None:
         # One cycle at a time: the loop's and a caller's reload() would plan the same loads.
@@ -775,6 +785,34 @@ class Fleet:
             f"model {name!r}: label {label!r} points to version {target}, which is not "
             f"available yet"
         )
+
+
+# What a version takes when it loads; the rest of a ModelConfig (path, versions, labels,
+# lazy, pinned) the fleet acts on at once.
+_LOAD_KEYS = (
+    "isolation",
+    "group",
+    "custom_objects",
+    "preload",
+    "format_options",
+    "warmup",
+    "jit_compile",
+    "worker",
+    "batching",
+)
+
+
+def load_changes(old: FleetConfig, new: FleetConfig) -> dict[str, list[str]]:
+    """The models of both configs whose load settings differ, and which."""
+    changes = {}
+    for name, model in new.models.items():
+        before = old.models.get(name)
+        if before is None:
+            continue
+        keys = [k for k in _LOAD_KEYS if getattr(before, k) != getattr(model, k)]
+        if keys:
+            changes[name] = keys
+    return changes
 
 
 def _estimates(versions: Versions | None, overhead: int) -> dict[int, int]:
