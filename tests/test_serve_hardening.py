@@ -316,6 +316,25 @@ def test_a_missing_model_config_file_is_said_before_anything_starts(tmp_path: Pa
     assert "tfhost fleet" not in done.stdout + done.stderr  # no start-up table first
 
 
+def test_a_bad_config_at_start_is_an_error_on_its_own_line(
+    tmp_path: Path, toolbox: Path
+) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(toolbox, repo / "toolbox" / "1")
+    (repo / "tfhost.toml").write_text('[models.toolbox]\njit_compile = "yes"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "tfhost.cli", "serve", str(repo), "--rest-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 2, done.stderr
+    # The start-up table's last line ends before the error begins.
+    assert "\nerror: " in done.stderr, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "models.toolbox.jit_compile: expected true or false, got a string 'yes'" in said
+
+
 @pytest.mark.parametrize("protocol", ["REST", "gRPC"])
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path, protocol: str) -> None:
     with socket.socket() as taken:

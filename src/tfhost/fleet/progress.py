@@ -44,21 +44,24 @@ def live(snapshot: Callable[[], Sequence[ModelInfo]], console: Console) -> Itera
     """Show ``snapshot()`` as a table, refreshed four times a second, until the block ends;
     the last view stays on the screen."""
     done = threading.Event()
-    with Live(table(snapshot()), console=console, refresh_per_second=4) as view:
+    try:
+        with Live(table(snapshot()), console=console, refresh_per_second=4) as view:
 
-        def refresh() -> None:
-            while not done.wait(0.25):
+            def refresh() -> None:
+                while not done.wait(0.25):
+                    view.update(table(snapshot()))
+
+            thread = threading.Thread(target=refresh, name="tfhost-fleet-progress", daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                done.set()
+                thread.join()
                 view.update(table(snapshot()))
-
-        thread = threading.Thread(target=refresh, name="tfhost-fleet-progress", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join()
-            view.update(table(snapshot()))
-    if not console.is_terminal:
-        # Off a terminal Live writes its last view without the line's end: the next log
-        # line would start on the table's bottom border.
-        console.line()
+    finally:
+        if not console.is_terminal:
+            # Off a terminal Live writes its last view without the line's end: the next
+            # line (a log line, or the error that ended the block) would start on the
+            # table's bottom border.
+            console.line()
