@@ -316,9 +316,7 @@ def test_a_missing_model_config_file_is_said_before_anything_starts(tmp_path: Pa
     assert "tfhost fleet" not in done.stdout + done.stderr  # no start-up table first
 
 
-def test_a_bad_config_at_start_is_an_error_on_its_own_line(
-    tmp_path: Path, toolbox: Path
-) -> None:
+def test_a_bad_config_at_start_is_an_error_on_its_own_line(tmp_path: Path, toolbox: Path) -> None:
     repo = tmp_path / "models"
     shutil.copytree(toolbox, repo / "toolbox" / "1")
     (repo / "tfhost.toml").write_text('[models.toolbox]\njit_compile = "yes"\n')
