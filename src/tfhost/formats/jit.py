@@ -17,7 +17,7 @@ Opt-in, because of that and because XLA is not TensorFlow's kernels:
   unloaded (about 0.3 MiB per compiled shape of a small MLP here, measured over 30 load,
   predict and unload cycles); a process-isolated model gives it back with its worker.
 
-The last is checked at load, without running the model: a signature taking strings
+What XLA cannot take is checked at load, without running the model: a signature taking strings
 refuses the load, naming the input; the others are lowered to XLA's HLO on the
 signature's markers (the shapes with ``None`` dimensions as 1), and one with an op XLA
 cannot compile refuses the load, naming the op. Other lowering failures
