@@ -425,7 +425,7 @@ class Fleet:
             self._config = config
             self._config_error = None
         if previous is not None and previous != config:
-            for name, keys in load_changes(previous, config).items():
+            for name, keys in _load_changes(previous, config).items():
                 _log.warning(
                     "config: model %r changes %s; the versions it serves keep what they "
                     "were loaded with until they load again (a new version, or a V2 "
@@ -802,7 +802,7 @@ _LOAD_KEYS = (
 )
 
 
-def load_changes(old: FleetConfig, new: FleetConfig) -> dict[str, list[str]]:
+def _load_changes(old: FleetConfig, new: FleetConfig) -> dict[str, list[str]]:
     """The models of both configs whose load settings differ, and which."""
     changes = {}
     for name, model in new.models.items():

@@ -201,11 +201,12 @@ def _jit_compiled(model: str, signature: str, entry: Entry) -> Entry:
     from tfhost.formats.jit import jit_compiled
 
     try:
-        markers = {n: tf.convert_to_tensor(v) for n, v in _markers(entry.spec).items()}
+        markers = entry.arguments(
+            {n: tf.convert_to_tensor(v) for n, v in _markers(entry.spec).items()}
+        )
     except _NoFastPath:
-        compiled = jit_compiled(model, signature, entry.function, None)
-    else:
-        compiled = jit_compiled(model, signature, entry.function, entry.arguments(markers))
+        markers = None
+    compiled = jit_compiled(model, signature, entry.function, markers)
     return Entry(entry.spec, compiled, entry.positional)
 
 

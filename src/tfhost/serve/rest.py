@@ -171,12 +171,11 @@ class _Inference:
             body = await read_body(scope, receive, plane.settings)
             spec = tfs.model_spec(name, version, label)
             content = await tfs.METHODS[method.lower()](plane, spec, body)
-            status = 200
+            status, extra = 200, None
         except Exception as exc:
             content, status = _tfs_failure(exc, f"POST {scope['path']}")
-            await _reply(send, status, content, extra=_CLOSE if _closes(exc) else None)
-            return
-        await _reply(send, status, content)
+            extra = _CLOSE if _closes(exc) else None
+        await _reply(send, status, content, extra=extra)
 
     async def _v2(self, match: re.Match[str], scope: Scope, receive: Receive, send: Send) -> None:
         plane = self._plane

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -255,12 +256,9 @@ async def infer_rest(
 
 
 async def repository_index_route(plane: Plane, request: Request) -> Response:
-    from tfhost.serve.rest import json_body, read_body
-
-    body = await read_body(request.scope, request.receive, plane.settings)
+    parsed = await _optional_json(plane, request)
     ready_only = False
-    if body.strip():
-        parsed = json_body(body)
+    if parsed is not None:
         if not isinstance(parsed, dict):
             raise InputError("the repository index request must be a JSON object")
         ready_only = bool(parsed.get("ready", False))
@@ -280,8 +278,15 @@ async def repository_unload(plane: Plane, request: Request) -> Response:
 
 
 async def _repository_request(plane: Plane, request: Request, action: str) -> None:
+    parsed = await _optional_json(plane, request)
+    if parsed is not None:
+        codec.check_repository_request(action, parsed)
+
+
+async def _optional_json(plane: Plane, request: Request) -> Any:
+    """A repository request's JSON body, parsed; None when it has none (a body is
+    optional on every repository route)."""
     from tfhost.serve.rest import json_body, read_body
 
     body = await read_body(request.scope, request.receive, plane.settings)
-    if body.strip():
-        codec.check_repository_request(action, json_body(body))
+    return json_body(body) if body.strip() else None
